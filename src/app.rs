@@ -61,3 +61,39 @@ pub fn build(
         options,
     ))
 }
+
+/// The `--sandbox` configuration: tenants `service-x` and `service-y`
+/// wired to the in-process sandbox's two demo applications, callers not
+/// authenticated (a local demo), everything else at its defaults.
+pub fn sandbox_config(
+    base_url: &str,
+    listen: std::net::SocketAddr,
+    admin_listen: std::net::SocketAddr,
+) -> Config {
+    use crate::config::{AuthMode, KeySource, TenantConfig, defaults};
+    use crate::tenant::ApiKey;
+    let tenants = crate::sandbox::demo_applications()
+        .into_iter()
+        .map(|app| TenantConfig {
+            id: app.name,
+            application_id: app.application_id,
+            key_source: KeySource::Inline(ApiKey::new(app.api_key)),
+            allowed_callers: vec!["*".into()],
+            rate_limit_per_minute: defaults::TENANT_RATE_LIMIT_PER_MINUTE,
+        })
+        .collect();
+    Config {
+        source: "<sandbox>".into(),
+        listen,
+        admin_listen,
+        shutdown_grace: defaults::SHUTDOWN_GRACE,
+        max_concurrent_requests: defaults::MAX_CONCURRENT_REQUESTS,
+        upstream_base_url: base_url.trim_end_matches('/').to_owned(),
+        upstream_timeout: defaults::UPSTREAM_TIMEOUT,
+        upstream_connect_timeout: defaults::UPSTREAM_CONNECT_TIMEOUT,
+        upstream_max_attempts: defaults::UPSTREAM_MAX_ATTEMPTS,
+        replay: crate::replay::ReplayConfig::default(),
+        auth: AuthMode::None,
+        tenants,
+    }
+}

@@ -56,6 +56,8 @@ where
         let inflight = self.inflight.clone();
         let tasks = self.tasks.clone();
         let task_key = key.clone();
+        // The init yields a future on purpose: the shared handle is the value.
+        #[allow(clippy::async_yields_async)]
         let entry = self
             .inflight
             .entry(key)

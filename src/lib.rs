@@ -20,6 +20,7 @@
 //! - [`admin`]: `/healthz`, `/readyz`, `/metrics`.
 //! - [`metrics`]: the Prometheus registry.
 //! - [`app`]: assembling all of the above from a config.
+//! - [`telemetry`]: log set-up.
 //! - [`sandbox`]: a local stand-in for Didit's v3 share/import REST API.
 //! - [`proto`]: the generated `didit.share.v1` types and services.
 #![forbid(unsafe_code)]
@@ -40,6 +41,7 @@ pub mod sandbox;
 pub mod server;
 pub mod service;
 pub mod session;
+pub mod telemetry;
 pub mod tenant;
 
 /// Installs rustls' ring provider as the process default (idempotent).
