@@ -89,7 +89,7 @@ pub async fn run(
     ready.store(true, Ordering::Release);
 
     let (drain_started, drain_began) = tokio::sync::oneshot::channel::<tokio::time::Instant>();
-    let drain_reporter = reporter.clone();
+    let mut drain_reporter = reporter.clone();
     let drain_ready = Arc::clone(&ready);
     let drain_delay = options.drain_delay;
     let began_at = Arc::new(std::sync::OnceLock::new());
@@ -102,6 +102,10 @@ pub async fn run(
         drain_ready.store(false, Ordering::Release);
         set_health(&drain_reporter, ServingStatus::NotServing).await;
         tokio::time::sleep(drain_delay).await;
+        // Health `Watch` streams (client-side health checking keeps one
+        // open per connection) would otherwise hold the drain until the
+        // grace period ends: they have seen NOT_SERVING; now end them.
+        clear_health(&mut drain_reporter).await;
         let _ = drain_started.send(began);
     };
 
@@ -186,6 +190,15 @@ pub async fn run(
     }
     tracing::info!("shutdown complete");
     Ok(())
+}
+
+/// Removes every status, which ends the open `Watch` streams once they
+/// have delivered the last one.
+async fn clear_health(reporter: &mut HealthReporter) {
+    reporter.clear_service_status("").await;
+    for name in SERVICE_NAMES {
+        reporter.clear_service_status(name).await;
+    }
 }
 
 async fn set_health(reporter: &HealthReporter, status: ServingStatus) {
