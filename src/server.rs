@@ -4,11 +4,14 @@
 //! and detached imports under a grace period).
 
 use std::future::Future;
-use std::sync::Arc;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
+use tokio_stream::Stream;
 use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
 use tonic_health::ServingStatus;
@@ -88,6 +91,8 @@ pub async fn run(
     set_health(&reporter, ServingStatus::Serving).await;
     ready.store(true, Ordering::Release);
 
+    let listener = Listener::new(grpc_listener);
+    let accepting = listener.clone();
     let (drain_started, drain_began) = tokio::sync::oneshot::channel::<tokio::time::Instant>();
     let mut drain_reporter = reporter.clone();
     let drain_ready = Arc::clone(&ready);
@@ -106,6 +111,7 @@ pub async fn run(
         // open per connection) would otherwise hold the drain until the
         // grace period ends: they have seen NOT_SERVING; now end them.
         clear_health(&mut drain_reporter).await;
+        accepting.close();
         let _ = drain_started.send(began);
     };
 
@@ -140,7 +146,7 @@ pub async fn run(
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
-        .serve_with_incoming_shutdown(TcpIncoming::from(grpc_listener), signal);
+        .serve_with_incoming_shutdown(listener, signal);
     tokio::pin!(server);
 
     // The grace period counts from the moment shutdown was requested and
@@ -190,6 +196,40 @@ pub async fn run(
     }
     tracing::info!("shutdown complete");
     Ok(())
+}
+
+/// The gRPC listener, closed the moment the drain stops accepting.
+///
+/// tonic holds on to the incoming stream until every connection has
+/// closed. A listening socket that nobody accepts from lets new
+/// connections complete in the kernel backlog and hang there for the whole
+/// drain; once this is closed they are refused at once and the caller's
+/// client fails over.
+#[derive(Clone)]
+struct Listener(Arc<Mutex<Option<TcpIncoming>>>);
+
+impl Listener {
+    fn new(listener: TcpListener) -> Self {
+        let incoming = TcpIncoming::from(listener);
+        Self(Arc::new(Mutex::new(Some(incoming))))
+    }
+
+    /// Drops the listening socket.
+    fn close(&self) {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).take();
+    }
+}
+
+impl Stream for Listener {
+    type Item = std::io::Result<TcpStream>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let mut incoming = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        match incoming.as_mut() {
+            Some(incoming) => Pin::new(incoming).poll_next(cx),
+            None => Poll::Ready(None),
+        }
+    }
 }
 
 /// Removes every status, which ends the open `Watch` streams once they
