@@ -129,7 +129,6 @@ pub async fn run(
         ));
 
     let server = Server::builder()
-        .tcp_nodelay(true)
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
         .layer(layers)
@@ -210,7 +209,9 @@ struct Listener(Arc<Mutex<Option<TcpIncoming>>>);
 
 impl Listener {
     fn new(listener: TcpListener) -> Self {
-        let incoming = TcpIncoming::from(listener);
+        // `Server::tcp_nodelay` is ignored by `serve_with_incoming`: set it
+        // on the accepted sockets, or Nagle delays small gRPC frames.
+        let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
         Self(Arc::new(Mutex::new(Some(incoming))))
     }
 
