@@ -141,10 +141,16 @@ pub struct TenantRateLayer {
 impl TenantRateLayer {
     /// One bucket per (tenant id, calls per minute).
     pub fn new(limits: impl IntoIterator<Item = (String, u32)>, metrics: Metrics) -> Self {
-        let buckets = limits
+        let buckets: HashMap<_, _> = limits
             .into_iter()
             .map(|(id, n)| (id, Mutex::new(Bucket::per_minute(n))))
             .collect();
+        // Every configured tenant's series exists (at 0) from the start.
+        for tenant in buckets.keys() {
+            let _ = metrics.tenant_rate_limited.get_or_create(&TenantLabels {
+                tenant: tenant.clone(),
+            });
+        }
         Self {
             buckets: Arc::new(buckets),
             metrics,

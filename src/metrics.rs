@@ -220,6 +220,15 @@ impl Metrics {
             })
             .set(1);
         registry.register("build_info", "Build information", build_info);
+        // Export the per-endpoint counters at 0 from the start: a series that
+        // appears only on its first event reads as "absent", not "0", to
+        // rate() and to alerts.
+        for endpoint in ["share", "import"] {
+            let label = EndpointLabels { endpoint };
+            let _ = upstream_retries.get_or_create(&label);
+            let _ = retry_budget_exhausted.get_or_create(&label);
+            let _ = coalesced_waiters.get_or_create(&label);
+        }
         Self {
             registry: Arc::new(registry),
             rpcs,
