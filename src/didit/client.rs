@@ -235,6 +235,7 @@ impl DiditClient {
             }
             self.metrics.upstream_retries.get_or_create(&label).inc();
             tracing::info!(
+                request_id = %ctx.request_id,
                 endpoint = endpoint.label(),
                 attempt,
                 wait_ms = wait.as_millis() as u64,
@@ -312,6 +313,7 @@ impl DiditClient {
             .and_then(|v| v.to_str().ok())
             .map(|v| v.chars().take(128).collect::<String>());
         tracing::debug!(
+            request_id = %ctx.request_id,
             endpoint = endpoint.label(),
             status,
             upstream_request_id = request_id.as_deref().unwrap_or(""),
