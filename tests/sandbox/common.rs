@@ -2,7 +2,9 @@
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use didit_share_gateway::sandbox::{DemoApplication, Dialect, Sandbox, SandboxConfig, demo_applications};
+use didit_share_gateway::sandbox::{
+    DemoApplication, Dialect, Sandbox, SandboxConfig, demo_applications,
+};
 use reqwest::Method;
 use reqwest::header::HeaderMap;
 use serde_json::{Value, json};
@@ -54,7 +56,10 @@ pub const KYB_ARRAYS: [&str; 5] = [
 ];
 
 pub fn is_finished(status: &str) -> bool {
-    matches!(status, "Approved" | "Declined" | "In Review" | "APPROVED" | "DECLINED" | "IN_REVIEW")
+    matches!(
+        status,
+        "Approved" | "Declined" | "In Review" | "APPROVED" | "DECLINED" | "IN_REVIEW"
+    )
 }
 
 pub const BOTH: [Dialect; 2] = [Dialect::Seeds, Dialect::OpenApi];
@@ -89,17 +94,31 @@ pub fn client() -> reqwest::Client {
 
 impl Env {
     pub async fn start(dialect: Dialect) -> Env {
-        Env::start_with(SandboxConfig { dialect, rate_limit: None }).await
+        Env::start_with(SandboxConfig {
+            dialect,
+            rate_limit: None,
+        })
+        .await
     }
 
     pub async fn start_with(config: SandboxConfig) -> Env {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
         let dialect = config.dialect;
-        let sandbox = Sandbox::start(listener, config).await.expect("start sandbox");
+        let sandbox = Sandbox::start(listener, config)
+            .await
+            .expect("start sandbox");
         let mut apps = demo_applications().into_iter();
         let x = apps.next().expect("service-x");
         let y = apps.next().expect("service-y");
-        Env { sandbox, client: client(), dialect, x, y }
+        Env {
+            sandbox,
+            client: client(),
+            dialect,
+            x,
+            y,
+        }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -129,28 +148,48 @@ impl Env {
         let body = if bytes.is_empty() {
             Value::Null
         } else {
-            serde_json::from_slice(&bytes).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()))
+            serde_json::from_slice(&bytes)
+                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()))
         };
-        Reply { status, body, headers }
+        Reply {
+            status,
+            body,
+            headers,
+        }
     }
 
     pub async fn post(&self, path: &str, api_key: Option<&str>, body: &Value) -> Reply {
         let bytes = serde_json::to_vec(body).expect("json");
-        self.raw(Method::POST, path, api_key, Some("application/json"), bytes).await
+        self.raw(Method::POST, path, api_key, Some("application/json"), bytes)
+            .await
     }
 
-    pub async fn share(&self, api_key: &str, session: impl std::fmt::Display, body: &Value) -> Reply {
-        self.post(&format!("/v3/session/{session}/share/"), Some(api_key), body).await
+    pub async fn share(
+        &self,
+        api_key: &str,
+        session: impl std::fmt::Display,
+        body: &Value,
+    ) -> Reply {
+        self.post(
+            &format!("/v3/session/{session}/share/"),
+            Some(api_key),
+            body,
+        )
+        .await
     }
 
     pub async fn import(&self, api_key: &str, body: &Value) -> Reply {
-        self.post("/v3/session/import-shared/", Some(api_key), body).await
+        self.post("/v3/session/import-shared/", Some(api_key), body)
+            .await
     }
 
     /// An admin call with an optional JSON body.
     pub async fn admin(&self, method: Method, path: &str, body: Option<Value>) -> Reply {
-        let bytes = body.map(|b| serde_json::to_vec(&b).expect("json")).unwrap_or_default();
-        self.raw(method, path, None, Some("application/json"), bytes).await
+        let bytes = body
+            .map(|b| serde_json::to_vec(&b).expect("json"))
+            .unwrap_or_default();
+        self.raw(method, path, None, Some("application/json"), bytes)
+            .await
     }
 
     pub async fn stats(&self) -> Value {
@@ -161,14 +200,20 @@ impl Env {
 
     pub async fn advance_clock(&self, seconds: i64) -> i64 {
         let reply = self
-            .admin(Method::POST, "/_sandbox/clock", Some(json!({ "advance_seconds": seconds })))
+            .admin(
+                Method::POST,
+                "/_sandbox/clock",
+                Some(json!({ "advance_seconds": seconds })),
+            )
             .await;
         assert_eq!(reply.status, 200, "{:?}", reply.body);
         reply.body["now"].as_i64().expect("now")
     }
 
     pub async fn set_faults(&self, faults: Value) -> Reply {
-        let reply = self.admin(Method::PUT, "/_sandbox/faults", Some(faults)).await;
+        let reply = self
+            .admin(Method::PUT, "/_sandbox/faults", Some(faults))
+            .await;
         assert_eq!(reply.status, 200, "{:?}", reply.body);
         reply
     }
@@ -182,12 +227,24 @@ impl Env {
     }
 
     /// Shares `session` of `from` with `to`; asserts success.
-    pub async fn mint(&self, from: &DemoApplication, session: Uuid, to: &DemoApplication) -> String {
+    pub async fn mint(
+        &self,
+        from: &DemoApplication,
+        session: Uuid,
+        to: &DemoApplication,
+    ) -> String {
         let reply = self
-            .share(&from.api_key, session, &json!({ "for_application_id": to.application_id }))
+            .share(
+                &from.api_key,
+                session,
+                &json!({ "for_application_id": to.application_id }),
+            )
             .await;
         assert_eq!(reply.status, self.share_ok(), "{:?}", reply.body);
-        reply.body["share_token"].as_str().expect("share_token").to_owned()
+        reply.body["share_token"]
+            .as_str()
+            .expect("share_token")
+            .to_owned()
     }
 
     /// A KYC import body for service-y.

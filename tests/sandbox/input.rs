@@ -9,9 +9,18 @@ use crate::common::{BOTH, Env, seeded};
 
 fn paths(env: &Env) -> [(String, String); 3] {
     [
-        (format!("/v3/session/{}/share/", seeded(&env.x, "user", "Approved")), env.x.api_key.clone()),
-        ("/v3/session/import-shared/".to_owned(), env.y.api_key.clone()),
-        ("/v3/webhook/destinations/".to_owned(), env.y.api_key.clone()),
+        (
+            format!("/v3/session/{}/share/", seeded(&env.x, "user", "Approved")),
+            env.x.api_key.clone(),
+        ),
+        (
+            "/v3/session/import-shared/".to_owned(),
+            env.y.api_key.clone(),
+        ),
+        (
+            "/v3/webhook/destinations/".to_owned(),
+            env.y.api_key.clone(),
+        ),
     ]
 }
 
@@ -19,19 +28,44 @@ fn paths(env: &Env) -> [(String, String); 3] {
 async fn content_type_must_be_json() {
     let env = Env::start(Dialect::Seeds).await;
     for (path, key) in paths(&env) {
-        for ct in ["text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x"] {
-            let reply = env.raw(Method::POST, &path, Some(&key), Some(ct), b"{}".to_vec()).await;
+        for ct in [
+            "text/plain",
+            "application/x-www-form-urlencoded",
+            "multipart/form-data; boundary=x",
+        ] {
+            let reply = env
+                .raw(Method::POST, &path, Some(&key), Some(ct), b"{}".to_vec())
+                .await;
             assert_eq!(reply.status, 400, "{path} {ct}");
-            assert_eq!(reply.body, json!({"detail": format!("Unsupported media type \"{ct}\" in request.")}));
+            assert_eq!(
+                reply.body,
+                json!({"detail": format!("Unsupported media type \"{ct}\" in request.")})
+            );
         }
-        let reply = env.raw(Method::POST, &path, Some(&key), None, b"{}".to_vec()).await;
-        assert_eq!(reply.body, json!({"detail": "Unsupported media type \"\" in request."}));
+        let reply = env
+            .raw(Method::POST, &path, Some(&key), None, b"{}".to_vec())
+            .await;
+        assert_eq!(
+            reply.body,
+            json!({"detail": "Unsupported media type \"\" in request."})
+        );
         // A charset parameter is fine (then field validation speaks).
         let reply = env
-            .raw(Method::POST, &path, Some(&key), Some("application/json; charset=utf-8"), b"{}".to_vec())
+            .raw(
+                Method::POST,
+                &path,
+                Some(&key),
+                Some("application/json; charset=utf-8"),
+                b"{}".to_vec(),
+            )
             .await;
         assert_eq!(reply.status, 400);
-        assert!(reply.body.as_object().is_some_and(|o| o.values().all(|v| v == &json!(["This field is required."]))));
+        assert!(
+            reply
+                .body
+                .as_object()
+                .is_some_and(|o| o.values().all(|v| v == &json!(["This field is required."])))
+        );
     }
 }
 
@@ -39,17 +73,42 @@ async fn content_type_must_be_json() {
 async fn malformed_json_is_a_parse_error() {
     let env = Env::start(Dialect::OpenApi).await;
     for (path, key) in paths(&env) {
-        for bad in [&b"{"[..], b"{\"a\":}", b"nul", &[0xff, 0xfe, 0x00], b"{\"a\":1}}"] {
-            let reply = env.raw(Method::POST, &path, Some(&key), Some("application/json"), bad.to_vec()).await;
+        for bad in [
+            &b"{"[..],
+            b"{\"a\":}",
+            b"nul",
+            &[0xff, 0xfe, 0x00],
+            b"{\"a\":1}}",
+        ] {
+            let reply = env
+                .raw(
+                    Method::POST,
+                    &path,
+                    Some(&key),
+                    Some("application/json"),
+                    bad.to_vec(),
+                )
+                .await;
             assert_eq!(reply.status, 400, "{path} {bad:?}");
             let detail = reply.body["detail"].as_str().unwrap_or_default();
             assert!(detail.starts_with("JSON parse error - "), "{detail}");
             assert!(detail.len() > "JSON parse error - ".len());
         }
-        let reply = env.raw(Method::POST, &path, Some(&key), Some("application/json"), b"[1,2]".to_vec()).await;
+        let reply = env
+            .raw(
+                Method::POST,
+                &path,
+                Some(&key),
+                Some("application/json"),
+                b"[1,2]".to_vec(),
+            )
+            .await;
         assert_eq!(
             (reply.status, reply.body),
-            (400, json!({"non_field_errors": ["Invalid data. Expected a dictionary, but got list."]}))
+            (
+                400,
+                json!({"non_field_errors": ["Invalid data. Expected a dictionary, but got list."]})
+            )
         );
     }
 }
@@ -62,8 +121,18 @@ async fn missing_and_mistyped_fields_name_the_field() {
         let import = "/v3/session/import-shared/";
         let required = json!(["This field is required."]);
         let cases = [
-            (&share, &env.x.api_key, json!({}), json!({"for_application_id": required})),
-            (&share, &env.x.api_key, json!({"ttl_in_seconds": 600}), json!({"for_application_id": required})),
+            (
+                &share,
+                &env.x.api_key,
+                json!({}),
+                json!({"for_application_id": required}),
+            ),
+            (
+                &share,
+                &env.x.api_key,
+                json!({"ttl_in_seconds": 600}),
+                json!({"for_application_id": required}),
+            ),
             (
                 &share,
                 &env.x.api_key,
@@ -76,9 +145,24 @@ async fn missing_and_mistyped_fields_name_the_field() {
                 json!({"for_application_id": env.y.application_id, "ttl_in_seconds": 60.5}),
                 json!({"ttl_in_seconds": ["A valid integer is required."]}),
             ),
-            (&share, &env.x.api_key, json!({"for_application_id": null}), json!({"for_application_id": ["This field may not be null."]})),
-            (&import.to_owned(), &env.y.api_key, json!({}), json!({"share_token": required, "workflow_id": required})),
-            (&import.to_owned(), &env.y.api_key, json!({"share_token": "t"}), json!({"workflow_id": required})),
+            (
+                &share,
+                &env.x.api_key,
+                json!({"for_application_id": null}),
+                json!({"for_application_id": ["This field may not be null."]}),
+            ),
+            (
+                &import.to_owned(),
+                &env.y.api_key,
+                json!({}),
+                json!({"share_token": required, "workflow_id": required}),
+            ),
+            (
+                &import.to_owned(),
+                &env.y.api_key,
+                json!({"share_token": "t"}),
+                json!({"workflow_id": required}),
+            ),
             (
                 &import.to_owned(),
                 &env.y.api_key,
@@ -132,8 +216,14 @@ async fn hostile_input_never_yields_a_server_error() {
         for (path, key) in &paths {
             for body in &bodies {
                 for ct in [Some("application/json"), None] {
-                    let reply = env.raw(Method::POST, path, Some(key), ct, body.clone()).await;
-                    assert!((400..500).contains(&reply.status), "{dialect:?} {path} -> {}", reply.status);
+                    let reply = env
+                        .raw(Method::POST, path, Some(key), ct, body.clone())
+                        .await;
+                    assert!(
+                        (400..500).contains(&reply.status),
+                        "{dialect:?} {path} -> {}",
+                        reply.status
+                    );
                     assert!(reply.body.is_object(), "DRF-shaped JSON: {:?}", reply.body);
                 }
             }
@@ -144,10 +234,30 @@ async fn hostile_input_never_yields_a_server_error() {
 #[tokio::test]
 async fn unknown_routes_and_methods_answer_drf_json() {
     let env = Env::start(Dialect::Seeds).await;
-    let reply = env.raw(Method::GET, "/v3/nothing/", Some(&env.x.api_key), None, Vec::new()).await;
-    assert_eq!((reply.status, reply.body), (404, json!({"detail": "Not found."})));
     let reply = env
-        .raw(Method::GET, "/v3/session/import-shared/", Some(&env.x.api_key), None, Vec::new())
+        .raw(
+            Method::GET,
+            "/v3/nothing/",
+            Some(&env.x.api_key),
+            None,
+            Vec::new(),
+        )
         .await;
-    assert_eq!((reply.status, reply.body), (405, json!({"detail": "Method \"GET\" not allowed."})));
+    assert_eq!(
+        (reply.status, reply.body),
+        (404, json!({"detail": "Not found."}))
+    );
+    let reply = env
+        .raw(
+            Method::GET,
+            "/v3/session/import-shared/",
+            Some(&env.x.api_key),
+            None,
+            Vec::new(),
+        )
+        .await;
+    assert_eq!(
+        (reply.status, reply.body),
+        (405, json!({"detail": "Method \"GET\" not allowed."}))
+    );
 }

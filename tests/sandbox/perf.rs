@@ -36,7 +36,11 @@ async fn throughput_of_shares_and_imports() {
         let (env, tokens) = (Arc::clone(&env), Arc::clone(&tokens));
         move |i| {
             let (env, tokens) = (Arc::clone(&env), Arc::clone(&tokens));
-            async move { env.import(&env.y.api_key, &env.y_import(&tokens[i])).await.status }
+            async move {
+                env.import(&env.y.api_key, &env.y_import(&tokens[i]))
+                    .await
+                    .status
+            }
         }
     })
     .await;

@@ -9,14 +9,24 @@ use serde_json::json;
 use crate::common::{Env, seeded};
 
 async fn limited_env(max_writes: u32) -> Env {
-    let rate_limit = Some(RateLimit { max_writes, window: Duration::from_secs(60) });
-    Env::start_with(SandboxConfig { dialect: Dialect::Seeds, rate_limit }).await
+    let rate_limit = Some(RateLimit {
+        max_writes,
+        window: Duration::from_secs(60),
+    });
+    Env::start_with(SandboxConfig {
+        dialect: Dialect::Seeds,
+        rate_limit,
+    })
+    .await
 }
 
 #[tokio::test]
 async fn default_is_didits_300_per_minute() {
     let limit = RateLimit::default();
-    assert_eq!((limit.max_writes, limit.window), (300, Duration::from_secs(60)));
+    assert_eq!(
+        (limit.max_writes, limit.window),
+        (300, Duration::from_secs(60))
+    );
 }
 
 #[tokio::test]
@@ -31,7 +41,12 @@ async fn writes_over_the_limit_get_429_per_key_until_the_window_slides() {
         assert_eq!(reply.header("x-ratelimit-remaining"), Some(remaining));
     }
     // Imports count against the same key's write budget.
-    let reply = env.import(&env.x.api_key, &json!({"share_token": "bad", "workflow_id": "w"})).await;
+    let reply = env
+        .import(
+            &env.x.api_key,
+            &json!({"share_token": "bad", "workflow_id": "w"}),
+        )
+        .await;
     assert_eq!(reply.status, 401);
     assert_eq!(reply.header("x-ratelimit-remaining"), Some("0"));
 
@@ -44,13 +59,21 @@ async fn writes_over_the_limit_get_429_per_key_until_the_window_slides() {
     );
     assert_eq!(reply.header("x-ratelimit-limit"), Some("3"));
     assert_eq!(reply.header("x-ratelimit-remaining"), Some("0"));
-    let retry: i64 = reply.header("retry-after").and_then(|v| v.parse().ok()).expect("retry-after");
+    let retry: i64 = reply
+        .header("retry-after")
+        .and_then(|v| v.parse().ok())
+        .expect("retry-after");
     assert!((1..=60).contains(&retry), "{retry}");
-    let reset: i64 = reply.header("x-ratelimit-reset").and_then(|v| v.parse().ok()).expect("reset");
+    let reset: i64 = reply
+        .header("x-ratelimit-reset")
+        .and_then(|v| v.parse().ok())
+        .expect("reset");
     assert!(reset > now && reset <= now + 61, "{reset} vs {now}");
 
     // Another key has its own window.
-    let token = env.mint(&env.y, seeded(&env.y, "user", "Approved"), &env.x).await;
+    let token = env
+        .mint(&env.y, seeded(&env.y, "user", "Approved"), &env.x)
+        .await;
     assert!(!token.is_empty());
 
     // Once the window has passed, the key may write again.
@@ -69,7 +92,11 @@ async fn no_limit_configured_means_no_headers_and_no_429() {
     let session = seeded(&env.x, "user", "Approved");
     for _ in 0..20 {
         let reply = env
-            .share(&env.x.api_key, session, &json!({"for_application_id": env.y.application_id}))
+            .share(
+                &env.x.api_key,
+                session,
+                &json!({"for_application_id": env.y.application_id}),
+            )
             .await;
         assert_eq!(reply.status, 201);
         assert_eq!(reply.header("x-ratelimit-limit"), None);

@@ -15,7 +15,11 @@ async fn share_succeeds_with_the_dialects_status_and_body() {
         for (kind, status) in [("user", "Approved"), ("business", "IN_REVIEW")] {
             let session = seeded(&env.x, kind, status);
             let reply = env
-                .share(&env.x.api_key, session, &json!({"for_application_id": env.y.application_id, "ttl_in_seconds": 600}))
+                .share(
+                    &env.x.api_key,
+                    session,
+                    &json!({"for_application_id": env.y.application_id, "ttl_in_seconds": 600}),
+                )
                 .await;
             let expected = if dialect == Dialect::Seeds { 201 } else { 200 };
             assert_eq!(reply.status, expected, "{dialect:?} {:?}", reply.body);
@@ -24,7 +28,11 @@ async fn share_succeeds_with_the_dialects_status_and_body() {
             assert_eq!(body.len(), 3, "{body:?}");
             assert_eq!(body["for_application_id"], env.y.application_id.to_string());
             assert_eq!(body["session_kind"], kind);
-            assert!(body["share_token"].as_str().is_some_and(|t| t.starts_with("eyJ")));
+            assert!(
+                body["share_token"]
+                    .as_str()
+                    .is_some_and(|t| t.starts_with("eyJ"))
+            );
         }
     }
 }
@@ -39,25 +47,51 @@ async fn token_is_an_hs256_jwt_with_the_documented_claims() {
 
     assert_eq!(jwt_part(&first, 0), json!({"alg": "HS256", "typ": "JWT"}));
     let claims = jwt_part(&first, 1);
-    let keys: Vec<&str> = claims.as_object().expect("claims").keys().map(String::as_str).collect();
+    let keys: Vec<&str> = claims
+        .as_object()
+        .expect("claims")
+        .keys()
+        .map(String::as_str)
+        .collect();
     let mut keys = keys;
     keys.sort_unstable();
     assert_eq!(
         keys,
-        ["exp", "for_application_id", "from_application_id", "iat", "jti", "session_id", "session_kind"]
+        [
+            "exp",
+            "for_application_id",
+            "from_application_id",
+            "iat",
+            "jti",
+            "session_id",
+            "session_kind"
+        ]
     );
     assert_eq!(claims["session_id"], session.to_string());
-    assert_eq!(claims["from_application_id"], env.x.application_id.to_string());
-    assert_eq!(claims["for_application_id"], env.y.application_id.to_string());
+    assert_eq!(
+        claims["from_application_id"],
+        env.x.application_id.to_string()
+    );
+    assert_eq!(
+        claims["for_application_id"],
+        env.y.application_id.to_string()
+    );
     assert_eq!(claims["session_kind"], "business");
     let iat = claims["iat"].as_i64().expect("iat");
     assert!((iat - now).abs() <= 2, "iat {iat} vs sandbox now {now}");
-    assert_eq!(claims["exp"].as_i64().expect("exp") - iat, 3600, "default ttl");
+    assert_eq!(
+        claims["exp"].as_i64().expect("exp") - iat,
+        3600,
+        "default ttl"
+    );
     let jti = Uuid::parse_str(claims["jti"].as_str().expect("jti")).expect("jti uuid");
     assert_eq!(jti.get_version_num(), 4);
 
     let other = jwt_part(&second, 1);
-    assert_ne!(other["jti"], claims["jti"], "every share mints a fresh token");
+    assert_ne!(
+        other["jti"], claims["jti"],
+        "every share mints a fresh token"
+    );
     assert_ne!(first, second);
     assert_eq!(first.split('.').count(), 3);
 }
@@ -66,7 +100,9 @@ async fn token_is_an_hs256_jwt_with_the_documented_claims() {
 async fn token_times_follow_the_sandbox_clock() {
     let env = Env::start(Dialect::Seeds).await;
     let later = env.advance_clock(10 * 86_400).await;
-    let token = env.mint(&env.x, seeded(&env.x, "user", "Approved"), &env.y).await;
+    let token = env
+        .mint(&env.x, seeded(&env.x, "user", "Approved"), &env.y)
+        .await;
     let iat = jwt_part(&token, 1)["iat"].as_i64().expect("iat");
     assert!((iat - later).abs() <= 2, "iat {iat} vs {later}");
 }
@@ -77,14 +113,28 @@ async fn ttl_bounds_and_default() {
         let env = Env::start(dialect).await;
         let session = seeded(&env.x, "user", "Approved");
         let target = env.y.application_id;
-        for (ttl, ok) in [(59, false), (60, true), (86_400, true), (86_401, false), (-5, false), (1_i64 << 40, false)] {
+        for (ttl, ok) in [
+            (59, false),
+            (60, true),
+            (86_400, true),
+            (86_401, false),
+            (-5, false),
+            (1_i64 << 40, false),
+        ] {
             let reply = env
-                .share(&env.x.api_key, session, &json!({"for_application_id": target, "ttl_in_seconds": ttl}))
+                .share(
+                    &env.x.api_key,
+                    session,
+                    &json!({"for_application_id": target, "ttl_in_seconds": ttl}),
+                )
                 .await;
             if ok {
                 assert_eq!(reply.status, env.share_ok(), "ttl {ttl}: {:?}", reply.body);
                 let claims = jwt_part(reply.body["share_token"].as_str().expect("token"), 1);
-                assert_eq!(claims["exp"].as_i64().expect("exp") - claims["iat"].as_i64().expect("iat"), ttl);
+                assert_eq!(
+                    claims["exp"].as_i64().expect("exp") - claims["iat"].as_i64().expect("iat"),
+                    ttl
+                );
             } else {
                 assert_eq!(reply.status, 400, "ttl {ttl}");
                 let message = if ttl < 60 {
@@ -92,14 +142,25 @@ async fn ttl_bounds_and_default() {
                 } else {
                     "Ensure this value is less than or equal to 86400."
                 };
-                assert_eq!(reply.body, json!({"ttl_in_seconds": [message]}), "ttl {ttl}");
+                assert_eq!(
+                    reply.body,
+                    json!({"ttl_in_seconds": [message]}),
+                    "ttl {ttl}"
+                );
             }
         }
         let reply = env
-            .share(&env.x.api_key, session, &json!({"for_application_id": target}))
+            .share(
+                &env.x.api_key,
+                session,
+                &json!({"for_application_id": target}),
+            )
             .await;
         let claims = jwt_part(reply.body["share_token"].as_str().expect("token"), 1);
-        assert_eq!(claims["exp"].as_i64().expect("exp") - claims["iat"].as_i64().expect("iat"), 3600);
+        assert_eq!(
+            claims["exp"].as_i64().expect("exp") - claims["iat"].as_i64().expect("iat"),
+            3600
+        );
     }
 }
 
@@ -109,14 +170,25 @@ async fn unknown_foreign_or_malformed_session_ids_are_404() {
         let env = Env::start(dialect).await;
         let body = json!({"for_application_id": env.y.application_id});
         let foreign = seeded(&env.y, "user", "Approved"); // service-y's session
-        for id in [Uuid::new_v4().to_string(), foreign.to_string(), "not-a-uuid".to_owned(), "1234".to_owned()] {
+        for id in [
+            Uuid::new_v4().to_string(),
+            foreign.to_string(),
+            "not-a-uuid".to_owned(),
+            "1234".to_owned(),
+        ] {
             let reply = env.share(&env.x.api_key, &id, &body).await;
             assert_eq!(reply.status, 404, "{dialect:?} {id}");
             assert_eq!(reply.body, json!({"detail": "Not found."}));
         }
         // A deleted session is unknown too.
         let session = seeded(&env.x, "user", "Approved");
-        let deleted = env.admin(Method::DELETE, &format!("/_sandbox/sessions/{session}"), None).await;
+        let deleted = env
+            .admin(
+                Method::DELETE,
+                &format!("/_sandbox/sessions/{session}"),
+                None,
+            )
+            .await;
         assert_eq!(deleted.status, 204);
         assert_eq!(env.share(&env.x.api_key, session, &body).await.status, 404);
     }
@@ -134,7 +206,11 @@ async fn every_unfinished_status_of_each_kind_is_refused() {
         for (kind, statuses) in [("user", KYC_STATUSES), ("business", KYB_STATUSES)] {
             for status in statuses {
                 let reply = env
-                    .share(&env.x.api_key, seeded(&env.x, kind, status), &json!({"for_application_id": env.y.application_id}))
+                    .share(
+                        &env.x.api_key,
+                        seeded(&env.x, kind, status),
+                        &json!({"for_application_id": env.y.application_id}),
+                    )
                     .await;
                 if is_finished(status) {
                     assert_eq!(reply.status, env.share_ok(), "{kind} {status}");
@@ -154,28 +230,50 @@ async fn target_must_be_another_known_application() {
         let session = seeded(&env.x, "user", "Declined");
         let cases = [
             (Uuid::new_v4(), "Target application does not exist."),
-            (env.x.application_id, "Cannot share a session with the same application."),
+            (
+                env.x.application_id,
+                "Cannot share a session with the same application.",
+            ),
         ];
         for (target, message) in cases {
             let reply = env
-                .share(&env.x.api_key, session, &json!({"for_application_id": target}))
+                .share(
+                    &env.x.api_key,
+                    session,
+                    &json!({"for_application_id": target}),
+                )
                 .await;
             assert_eq!(reply.status, 400);
             assert_eq!(reply.body, json!({"for_application_id": [message]}));
         }
         let reply = env
-            .share(&env.x.api_key, session, &json!({"for_application_id": "not-a-uuid"}))
+            .share(
+                &env.x.api_key,
+                session,
+                &json!({"for_application_id": "not-a-uuid"}),
+            )
             .await;
-        assert_eq!((reply.status, reply.body), (400, json!({"for_application_id": ["Must be a valid UUID."]})));
+        assert_eq!(
+            (reply.status, reply.body),
+            (
+                400,
+                json!({"for_application_id": ["Must be a valid UUID."]})
+            )
+        );
     }
 }
 
 #[tokio::test]
 async fn service_y_shares_its_own_sessions_with_service_x() {
     let env = Env::start(Dialect::Seeds).await;
-    let token = env.mint(&env.y, seeded(&env.y, "business", "APPROVED"), &env.x).await;
+    let token = env
+        .mint(&env.y, seeded(&env.y, "business", "APPROVED"), &env.x)
+        .await;
     let reply = env
-        .import(&env.x.api_key, &json!({"share_token": token, "workflow_id": env.x.workflows.business}))
+        .import(
+            &env.x.api_key,
+            &json!({"share_token": token, "workflow_id": env.x.workflows.business}),
+        )
         .await;
     assert_eq!(reply.status, 201, "{:?}", reply.body);
     assert_eq!(reply.body["status"], "IN_REVIEW");
