@@ -196,12 +196,7 @@ async fn stats_count_calls_successes_and_keys_without_revealing_them() {
     let env = Env::start(Dialect::Seeds).await;
     let session = seeded(&env.x, "user", "Approved");
     let token = env.mint(&env.x, session, &env.y).await;
-    env.share(
-        &env.x.api_key,
-        seeded(&env.x, "user", "Expired"),
-        &json!({"for_application_id": env.y.application_id}),
-    )
-    .await;
+    env.share_to_y(seeded(&env.x, "user", "Expired")).await;
     env.import(&env.y.api_key, &env.y_import(&token)).await;
     env.import(&env.y.api_key, &env.y_import(&token)).await; // 403
     env.import("unknown-key", &env.y_import(&token)).await; // 401

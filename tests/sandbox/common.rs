@@ -85,6 +85,13 @@ impl Reply {
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers.get(name).and_then(|v| v.to_str().ok())
     }
+
+    /// A header that must hold an integer.
+    pub fn header_num(&self, name: &str) -> i64 {
+        self.header(name)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("header {name} missing or not a number: {:?}", self.headers))
+    }
 }
 
 pub fn client() -> reqwest::Client {
@@ -176,6 +183,12 @@ impl Env {
             body,
         )
         .await
+    }
+
+    /// service-x shares `session` with service-y (default TTL).
+    pub async fn share_to_y(&self, session: Uuid) -> Reply {
+        let body = json!({ "for_application_id": self.y.application_id });
+        self.share(&self.x.api_key, session, &body).await
     }
 
     pub async fn import(&self, api_key: &str, body: &Value) -> Reply {

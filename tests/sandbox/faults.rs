@@ -71,13 +71,7 @@ async fn error_rate_one_fails_every_call_until_reset() {
     env.set_faults(json!({"error_rate": 1.0, "error_status": 500}))
         .await;
     for _ in 0..5 {
-        let reply = env
-            .share(
-                &env.x.api_key,
-                session,
-                &json!({"for_application_id": env.y.application_id}),
-            )
-            .await;
+        let reply = env.share_to_y(session).await;
         assert_eq!(
             (reply.status, reply.body),
             (500, json!({"detail": "Injected fault."}))
@@ -105,10 +99,7 @@ async fn injected_429_carries_rate_limit_headers() {
     assert_eq!(reply.header("retry-after"), Some("5"));
     assert_eq!(reply.header("x-ratelimit-limit"), Some("300"));
     assert_eq!(reply.header("x-ratelimit-remaining"), Some("0"));
-    let reset: i64 = reply
-        .header("x-ratelimit-reset")
-        .and_then(|v| v.parse().ok())
-        .expect("reset");
+    let reset = reply.header_num("x-ratelimit-reset");
     assert!((reset - (now + 5)).abs() <= 2, "{reset} vs {now}");
 }
 
@@ -123,13 +114,7 @@ async fn rate_limit_after_lets_n_calls_through_then_answers_429() {
     }
     let now = env.advance_clock(0).await;
     for _ in 0..3 {
-        let reply = env
-            .share(
-                &env.x.api_key,
-                session,
-                &json!({"for_application_id": env.y.application_id}),
-            )
-            .await;
+        let reply = env.share_to_y(session).await;
         assert_eq!(reply.status, 429);
         assert_eq!(
             reply.body,
@@ -138,10 +123,7 @@ async fn rate_limit_after_lets_n_calls_through_then_answers_429() {
         assert_eq!(reply.header("retry-after"), Some("7"));
         assert_eq!(reply.header("x-ratelimit-limit"), Some("300"));
         assert_eq!(reply.header("x-ratelimit-remaining"), Some("0"));
-        let reset: i64 = reply
-            .header("x-ratelimit-reset")
-            .and_then(|v| v.parse().ok())
-            .expect("reset");
+        let reset = reply.header_num("x-ratelimit-reset");
         assert!((reset - (now + 7)).abs() <= 2);
     }
     let stats = env.sandbox.stats();
@@ -228,13 +210,7 @@ async fn faults_can_target_one_endpoint() {
     env.set_faults(json!({"error_rate": 1.0, "endpoints": ["share"]}))
         .await;
     let session = seeded(&env.x, "user", "Approved");
-    let reply = env
-        .share(
-            &env.x.api_key,
-            session,
-            &json!({"for_application_id": env.y.application_id}),
-        )
-        .await;
+    let reply = env.share_to_y(session).await;
     assert_eq!(reply.status, 503);
     env.set_faults(json!({"error_rate": 1.0, "endpoints": ["import"]}))
         .await;

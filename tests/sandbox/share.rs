@@ -205,13 +205,7 @@ async fn every_unfinished_status_of_each_kind_is_refused() {
         };
         for (kind, statuses) in [("user", KYC_STATUSES), ("business", KYB_STATUSES)] {
             for status in statuses {
-                let reply = env
-                    .share(
-                        &env.x.api_key,
-                        seeded(&env.x, kind, status),
-                        &json!({"for_application_id": env.y.application_id}),
-                    )
-                    .await;
+                let reply = env.share_to_y(seeded(&env.x, kind, status)).await;
                 if is_finished(status) {
                     assert_eq!(reply.status, env.share_ok(), "{kind} {status}");
                 } else {
