@@ -29,21 +29,31 @@ pub enum StartError {
 }
 
 /// The shared state and serve options for `config`.
-pub fn build(config: &Config, metrics: Metrics) -> Result<(Arc<AppState>, ServeOptions), StartError> {
+pub fn build(
+    config: &Config,
+    metrics: Metrics,
+) -> Result<(Arc<AppState>, ServeOptions), StartError> {
     let settings = settings(config)?;
     let client = DiditClient::new(
         UpstreamConfig {
             base_url: config.upstream_base_url.clone(),
             timeout: config.upstream_timeout,
             connect_timeout: config.upstream_connect_timeout,
-            retry: RetryPolicy { max_attempts: config.upstream_max_attempts, ..RetryPolicy::default() },
+            retry: RetryPolicy {
+                max_attempts: config.upstream_max_attempts,
+                ..RetryPolicy::default()
+            },
         },
         metrics.clone(),
     )?;
     let gateway = Gateway::new(client, config.replay, metrics.clone());
     let options = ServeOptions {
         max_concurrent_requests: config.max_concurrent_requests,
-        tenant_limits: config.tenants.iter().map(|t| (t.id.clone(), t.rate_limit_per_minute)).collect(),
+        tenant_limits: config
+            .tenants
+            .iter()
+            .map(|t| (t.id.clone(), t.rate_limit_per_minute))
+            .collect(),
         shutdown_grace: config.shutdown_grace,
         drain_delay: Duration::from_secs(1).min(config.shutdown_grace / 4),
         tls: server_tls(config)?,
@@ -55,18 +65,28 @@ pub fn build(config: &Config, metrics: Metrics) -> Result<(Arc<AppState>, ServeO
 pub fn settings(config: &Config) -> Result<Settings, ConfigError> {
     let auth = match &config.auth {
         AuthConfig::None => AuthPolicy::None,
-        AuthConfig::Mesh { trusted_proxy_identity } => {
-            AuthPolicy::Mesh { trusted_proxy_identity: trusted_proxy_identity.clone() }
-        }
+        AuthConfig::Mesh {
+            trusted_proxy_identity,
+        } => AuthPolicy::Mesh {
+            trusted_proxy_identity: trusted_proxy_identity.clone(),
+        },
         AuthConfig::Mtls { .. } => AuthPolicy::Mtls,
     };
-    Ok(Settings { tenants: Tenants::new(config.build_tenants()?), auth })
+    Ok(Settings {
+        tenants: Tenants::new(config.build_tenants()?),
+        auth,
+    })
 }
 
 /// The server's TLS settings in mtls mode: our certificate, and client
 /// certificates required from the configured CA.
 fn server_tls(config: &Config) -> Result<Option<ServerTlsConfig>, ConfigError> {
-    let AuthConfig::Mtls { server_cert_file, server_key_file, client_ca_file } = &config.auth else {
+    let AuthConfig::Mtls {
+        server_cert_file,
+        server_key_file,
+        client_ca_file,
+    } = &config.auth
+    else {
         return Ok(None);
     };
     let read = |key: &str, path: &Path| {
@@ -81,7 +101,9 @@ fn server_tls(config: &Config) -> Result<Option<ServerTlsConfig>, ConfigError> {
         read("auth.server_key_file", server_key_file)?,
     );
     let ca = Certificate::from_pem(read("auth.client_ca_file", client_ca_file)?);
-    Ok(Some(ServerTlsConfig::new().identity(identity).client_ca_root(ca)))
+    Ok(Some(
+        ServerTlsConfig::new().identity(identity).client_ca_root(ca),
+    ))
 }
 
 /// Applies a reloaded config: tenants, keys, allowed callers and the mesh
@@ -91,27 +113,55 @@ fn server_tls(config: &Config) -> Result<Option<ServerTlsConfig>, ConfigError> {
 pub fn reload(state: &AppState, running: &Config, path: &Path) -> Result<Config, ConfigError> {
     let new = Config::load(path)?;
     let mut needs_restart = Vec::new();
-    let tenant_limits = |c: &Config| c.tenants.iter().map(|t| (t.id.clone(), t.rate_limit_per_minute)).collect::<Vec<_>>();
+    let tenant_limits = |c: &Config| {
+        c.tenants
+            .iter()
+            .map(|t| (t.id.clone(), t.rate_limit_per_minute))
+            .collect::<Vec<_>>()
+    };
     for (name, changed) in [
         ("server.listen", new.listen != running.listen),
-        ("server.admin_listen", new.admin_listen != running.admin_listen),
-        ("server.max_concurrent_requests", new.max_concurrent_requests != running.max_concurrent_requests),
-        ("server.shutdown_grace", new.shutdown_grace != running.shutdown_grace),
-        ("upstream", new.upstream_base_url != running.upstream_base_url
-            || new.upstream_timeout != running.upstream_timeout
-            || new.upstream_connect_timeout != running.upstream_connect_timeout
-            || new.upstream_max_attempts != running.upstream_max_attempts),
-        ("replay", new.replay.window != running.replay.window || new.replay.max_bytes != running.replay.max_bytes),
-        ("tenants[].rate_limit_per_minute", tenant_limits(&new) != tenant_limits(running)),
-        ("auth (mtls files or a switch to or from mtls)",
-            matches!(new.auth, AuthConfig::Mtls { .. }) || matches!(running.auth, AuthConfig::Mtls { .. })
-                && new.auth != running.auth),
+        (
+            "server.admin_listen",
+            new.admin_listen != running.admin_listen,
+        ),
+        (
+            "server.max_concurrent_requests",
+            new.max_concurrent_requests != running.max_concurrent_requests,
+        ),
+        (
+            "server.shutdown_grace",
+            new.shutdown_grace != running.shutdown_grace,
+        ),
+        (
+            "upstream",
+            new.upstream_base_url != running.upstream_base_url
+                || new.upstream_timeout != running.upstream_timeout
+                || new.upstream_connect_timeout != running.upstream_connect_timeout
+                || new.upstream_max_attempts != running.upstream_max_attempts,
+        ),
+        (
+            "replay",
+            new.replay.window != running.replay.window
+                || new.replay.max_bytes != running.replay.max_bytes,
+        ),
+        (
+            "tenants[].rate_limit_per_minute",
+            tenant_limits(&new) != tenant_limits(running),
+        ),
+        (
+            "auth (mtls files or a switch to or from mtls)",
+            matches!(new.auth, AuthConfig::Mtls { .. })
+                || matches!(running.auth, AuthConfig::Mtls { .. }) && new.auth != running.auth,
+        ),
     ] {
         if changed {
             needs_restart.push(name);
         }
     }
-    if matches!(running.auth, AuthConfig::Mtls { .. }) != matches!(new.auth, AuthConfig::Mtls { .. }) {
+    if matches!(running.auth, AuthConfig::Mtls { .. })
+        != matches!(new.auth, AuthConfig::Mtls { .. })
+    {
         return Err(ConfigError {
             file: path.to_owned(),
             key: "auth.mode".into(),
@@ -122,7 +172,10 @@ pub fn reload(state: &AppState, running: &Config, path: &Path) -> Result<Config,
     if !needs_restart.is_empty() {
         tracing::warn!(settings = ?needs_restart, "config reloaded, but these settings apply only after a restart");
     }
-    tracing::info!(tenants = new.tenants.len(), "config reloaded: tenants, keys and caller policy replaced");
+    tracing::info!(
+        tenants = new.tenants.len(),
+        "config reloaded: tenants, keys and caller policy replaced"
+    );
     Ok(new)
 }
 

@@ -48,11 +48,16 @@ impl AuthPolicy {
     ) -> Result<Option<String>, IdentityError> {
         match self {
             Self::None => Ok(None),
-            Self::Mesh { trusted_proxy_identity } => {
+            Self::Mesh {
+                trusted_proxy_identity,
+            } => {
                 let all: Vec<&str> = metadata
                     .get_all(XFCC_HEADER)
                     .iter()
-                    .map(|v| v.to_str().map_err(|_| IdentityError::Untrusted("XFCC is not ASCII".into())))
+                    .map(|v| {
+                        v.to_str()
+                            .map_err(|_| IdentityError::Untrusted("XFCC is not ASCII".into()))
+                    })
                     .collect::<Result<_, _>>()?;
                 if all.is_empty() {
                     return Err(IdentityError::Missing("no x-forwarded-client-cert header"));
@@ -60,18 +65,24 @@ impl AuthPolicy {
                 let joined = all.join(",");
                 let elements = xfcc::parse(&joined).map_err(IdentityError::Untrusted)?;
                 // The sidecar in front of us appends the last element.
-                let element = elements.last().ok_or(IdentityError::Missing("empty x-forwarded-client-cert"))?;
+                let element = elements
+                    .last()
+                    .ok_or(IdentityError::Missing("empty x-forwarded-client-cert"))?;
                 if let Some(expected) = trusted_proxy_identity
                     && element.by.as_deref() != Some(expected.as_str())
                 {
-                    return Err(IdentityError::Untrusted("XFCC By= is not the trusted sidecar".into()));
+                    return Err(IdentityError::Untrusted(
+                        "XFCC By= is not the trusted sidecar".into(),
+                    ));
                 }
                 element
                     .uris
                     .first()
                     .cloned()
                     .map(Some)
-                    .ok_or(IdentityError::Missing("x-forwarded-client-cert has no URI="))
+                    .ok_or(IdentityError::Missing(
+                        "x-forwarded-client-cert has no URI=",
+                    ))
             }
             Self::Mtls => {
                 let cert = peer_certs
@@ -79,7 +90,9 @@ impl AuthPolicy {
                     .ok_or(IdentityError::Missing("no client certificate"))?;
                 certificate_identity(cert.as_ref())
                     .map(Some)
-                    .ok_or(IdentityError::Missing("client certificate has no URI or DNS SAN"))
+                    .ok_or(IdentityError::Missing(
+                        "client certificate has no URI or DNS SAN",
+                    ))
             }
         }
     }
@@ -187,7 +200,12 @@ pub mod xfcc {
         Ok(elements)
     }
 
-    fn finish_pair(element: &mut Element, key: &mut String, value: &mut String, in_key: bool) -> Result<(), String> {
+    fn finish_pair(
+        element: &mut Element,
+        key: &mut String,
+        value: &mut String,
+        in_key: bool,
+    ) -> Result<(), String> {
         let k = std::mem::take(key);
         let v = std::mem::take(value);
         let k = k.trim();
@@ -225,10 +243,19 @@ mod tests {
         let header = r#"By=http://frontend.lyft.com;Hash=468ed33be74eee6556d90c0149c1309e9ba61d6425303443c0748a02dd8de688;Subject="/C=US/ST=CA/L=San Francisco/OU=Lyft/CN=Test Client";URI=http://testclient.lyft.com,By=spiffe://cluster.local/ns/didit/sa/gateway;Hash=abc;URI=spiffe://cluster.local/ns/payments/sa/onboarding;DNS=onboarding.payments.svc"#;
         let elements = xfcc::parse(header).unwrap();
         assert_eq!(elements.len(), 2);
-        assert_eq!(elements[0].subject.as_deref(), Some("/C=US/ST=CA/L=San Francisco/OU=Lyft/CN=Test Client"));
+        assert_eq!(
+            elements[0].subject.as_deref(),
+            Some("/C=US/ST=CA/L=San Francisco/OU=Lyft/CN=Test Client")
+        );
         assert_eq!(elements[0].uris, ["http://testclient.lyft.com"]);
-        assert_eq!(elements[1].by.as_deref(), Some("spiffe://cluster.local/ns/didit/sa/gateway"));
-        assert_eq!(elements[1].uris, ["spiffe://cluster.local/ns/payments/sa/onboarding"]);
+        assert_eq!(
+            elements[1].by.as_deref(),
+            Some("spiffe://cluster.local/ns/didit/sa/gateway")
+        );
+        assert_eq!(
+            elements[1].uris,
+            ["spiffe://cluster.local/ns/payments/sa/onboarding"]
+        );
         assert_eq!(elements[1].dns, ["onboarding.payments.svc"]);
     }
 
@@ -243,40 +270,77 @@ mod tests {
 
     #[test]
     fn malformed_headers_are_refused() {
-        for bad in [r#"URI="spiffe://x"#, "URI", "URI=a;;Hash=b", "=x", "URI=a,", "URI=a\u{1}"] {
+        for bad in [
+            r#"URI="spiffe://x"#,
+            "URI",
+            "URI=a;;Hash=b",
+            "=x",
+            "URI=a,",
+            "URI=a\u{1}",
+        ] {
             assert!(xfcc::parse(bad).is_err(), "{bad:?}");
         }
     }
 
     #[test]
     fn mesh_mode_trusts_the_last_element_from_the_trusted_sidecar() {
-        let policy = AuthPolicy::Mesh { trusted_proxy_identity: Some("spiffe://td/ns/didit/sa/gateway".into()) };
-        let good = metadata_with(&["By=spiffe://td/ns/didit/sa/gateway;URI=spiffe://td/ns/payments/sa/onboarding"]);
-        assert_eq!(policy.identify(&good, None).unwrap().as_deref(), Some("spiffe://td/ns/payments/sa/onboarding"));
+        let policy = AuthPolicy::Mesh {
+            trusted_proxy_identity: Some("spiffe://td/ns/didit/sa/gateway".into()),
+        };
+        let good = metadata_with(&[
+            "By=spiffe://td/ns/didit/sa/gateway;URI=spiffe://td/ns/payments/sa/onboarding",
+        ]);
+        assert_eq!(
+            policy.identify(&good, None).unwrap().as_deref(),
+            Some("spiffe://td/ns/payments/sa/onboarding")
+        );
         // A client-forged element followed by none from our sidecar.
-        let forged = metadata_with(&["By=spiffe://td/ns/evil/sa/x;URI=spiffe://td/ns/payments/sa/onboarding"]);
-        assert!(matches!(policy.identify(&forged, None), Err(IdentityError::Untrusted(_))));
-        assert!(matches!(policy.identify(&MetadataMap::new(), None), Err(IdentityError::Missing(_))));
+        let forged = metadata_with(&[
+            "By=spiffe://td/ns/evil/sa/x;URI=spiffe://td/ns/payments/sa/onboarding",
+        ]);
+        assert!(matches!(
+            policy.identify(&forged, None),
+            Err(IdentityError::Untrusted(_))
+        ));
+        assert!(matches!(
+            policy.identify(&MetadataMap::new(), None),
+            Err(IdentityError::Missing(_))
+        ));
         // Two header lines are one list; the last element counts.
         let two = metadata_with(&[
             "By=spiffe://td/ns/didit/sa/gateway;URI=spiffe://td/ns/old/sa/x",
             "By=spiffe://td/ns/didit/sa/gateway;URI=spiffe://td/ns/new/sa/y",
         ]);
-        assert_eq!(policy.identify(&two, None).unwrap().as_deref(), Some("spiffe://td/ns/new/sa/y"));
+        assert_eq!(
+            policy.identify(&two, None).unwrap().as_deref(),
+            Some("spiffe://td/ns/new/sa/y")
+        );
     }
 
     #[test]
     fn none_and_mtls_modes_ignore_xfcc() {
         let md = metadata_with(&["URI=spiffe://td/ns/payments/sa/onboarding"]);
         assert_eq!(AuthPolicy::None.identify(&md, None), Ok(None));
-        assert!(matches!(AuthPolicy::Mtls.identify(&md, None), Err(IdentityError::Missing(_))));
+        assert!(matches!(
+            AuthPolicy::Mtls.identify(&md, None),
+            Err(IdentityError::Missing(_))
+        ));
     }
 
     #[test]
     fn allowed_callers_match_exactly_or_by_prefix() {
-        let patterns = vec!["spiffe://td/ns/payments/sa/onboarding".to_owned(), "spiffe://td/ns/risk/*".to_owned()];
-        assert!(caller_allowed(&patterns, "spiffe://td/ns/payments/sa/onboarding"));
-        assert!(!caller_allowed(&patterns, "spiffe://td/ns/payments/sa/onboarding-2"));
+        let patterns = vec![
+            "spiffe://td/ns/payments/sa/onboarding".to_owned(),
+            "spiffe://td/ns/risk/*".to_owned(),
+        ];
+        assert!(caller_allowed(
+            &patterns,
+            "spiffe://td/ns/payments/sa/onboarding"
+        ));
+        assert!(!caller_allowed(
+            &patterns,
+            "spiffe://td/ns/payments/sa/onboarding-2"
+        ));
         assert!(caller_allowed(&patterns, "spiffe://td/ns/risk/sa/scorer"));
         assert!(!caller_allowed(&patterns, "spiffe://td/ns/riskless/sa/x"));
         assert!(caller_allowed(&["*".to_owned()], "anything"));
@@ -285,14 +349,24 @@ mod tests {
 
     #[test]
     fn certificate_identity_prefers_the_uri_san() {
-        let mut params = rcgen::CertificateParams::new(vec!["onboarding.payments.svc".to_owned()]).unwrap();
+        let mut params =
+            rcgen::CertificateParams::new(vec!["onboarding.payments.svc".to_owned()]).unwrap();
         params.subject_alt_names.push(rcgen::SanType::URI(
             rcgen::string::Ia5String::try_from("spiffe://td/ns/payments/sa/onboarding").unwrap(),
         ));
         let key = rcgen::KeyPair::generate().unwrap();
         let cert = params.self_signed(&key).unwrap();
-        assert_eq!(certificate_identity(cert.der()).as_deref(), Some("spiffe://td/ns/payments/sa/onboarding"));
-        let dns_only = rcgen::CertificateParams::new(vec!["a.example".to_owned()]).unwrap().self_signed(&key).unwrap();
-        assert_eq!(certificate_identity(dns_only.der()).as_deref(), Some("a.example"));
+        assert_eq!(
+            certificate_identity(cert.der()).as_deref(),
+            Some("spiffe://td/ns/payments/sa/onboarding")
+        );
+        let dns_only = rcgen::CertificateParams::new(vec!["a.example".to_owned()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        assert_eq!(
+            certificate_identity(dns_only.der()).as_deref(),
+            Some("a.example")
+        );
     }
 }

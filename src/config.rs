@@ -315,9 +315,11 @@ impl Config {
             }
             Some(section) => auth_config(section).map_err(|(key, problem)| err(&key, problem))?,
         };
-        let key_reload_interval =
-            parse_duration(file.server.key_reload_interval.as_deref(), defaults::KEY_RELOAD_INTERVAL)
-                .map_err(|p| err("server.key_reload_interval", p))?;
+        let key_reload_interval = parse_duration(
+            file.server.key_reload_interval.as_deref(),
+            defaults::KEY_RELOAD_INTERVAL,
+        )
+        .map_err(|p| err("server.key_reload_interval", p))?;
 
         if file.tenants.is_empty() {
             return Err(err(
@@ -444,7 +446,10 @@ fn auth_config(section: AuthSection) -> Result<AuthConfig, (String, String)> {
     match section.mode.as_str() {
         "none" | "mesh" => {
             if let Some((key, _)) = tls_fields.iter().find(|(_, v)| v.is_some()) {
-                return Err((key.to_string(), format!("only used with mode = \"mtls\", not {:?}", section.mode)));
+                return Err((
+                    key.to_string(),
+                    format!("only used with mode = \"mtls\", not {:?}", section.mode),
+                ));
             }
             if section.mode == "none" {
                 if section.trusted_proxy_identity.is_some() {
@@ -455,17 +460,28 @@ fn auth_config(section: AuthSection) -> Result<AuthConfig, (String, String)> {
                 }
                 return Ok(AuthConfig::None);
             }
-            Ok(AuthConfig::Mesh { trusted_proxy_identity: section.trusted_proxy_identity })
+            Ok(AuthConfig::Mesh {
+                trusted_proxy_identity: section.trusted_proxy_identity,
+            })
         }
         "mtls" => {
             if section.trusted_proxy_identity.is_some() {
-                return Err(("auth.trusted_proxy_identity".into(), "only used with mode = \"mesh\"".into()));
+                return Err((
+                    "auth.trusted_proxy_identity".into(),
+                    "only used with mode = \"mesh\"".into(),
+                ));
             }
             let mut files = Vec::new();
             for (key, value) in tls_fields {
-                let path = value.clone().ok_or_else(|| (key.to_owned(), "required with mode = \"mtls\"".to_owned()))?;
-                let pem = std::fs::read_to_string(&path)
-                    .map_err(|e| (key.to_owned(), format!("cannot read {}: {e}", path.display())))?;
+                let path = value
+                    .clone()
+                    .ok_or_else(|| (key.to_owned(), "required with mode = \"mtls\"".to_owned()))?;
+                let pem = std::fs::read_to_string(&path).map_err(|e| {
+                    (
+                        key.to_owned(),
+                        format!("cannot read {}: {e}", path.display()),
+                    )
+                })?;
                 if !pem.contains("-----BEGIN ") {
                     return Err((key.to_owned(), format!("{} is not PEM", path.display())));
                 }
@@ -474,7 +490,11 @@ fn auth_config(section: AuthSection) -> Result<AuthConfig, (String, String)> {
             let mut files = files.into_iter();
             match (files.next(), files.next(), files.next()) {
                 (Some(server_cert_file), Some(server_key_file), Some(client_ca_file)) => {
-                    Ok(AuthConfig::Mtls { server_cert_file, server_key_file, client_ca_file })
+                    Ok(AuthConfig::Mtls {
+                        server_cert_file,
+                        server_key_file,
+                        client_ca_file,
+                    })
                 }
                 _ => Err(("auth".into(), "incomplete TLS settings".into())),
             }

@@ -33,7 +33,9 @@ pub fn spawn_key_watcher(state: &Arc<AppState>, interval: Duration) -> tokio::ta
 
 /// Re-reads one tenant's key file; returns true when the key changed.
 pub async fn reload_key(tenant: &Tenant, metrics: &Metrics) -> bool {
-    let Some(path) = tenant.key_file().map(ToOwned::to_owned) else { return false };
+    let Some(path) = tenant.key_file().map(ToOwned::to_owned) else {
+        return false;
+    };
     let source = KeySource::File(path);
     let loaded = tokio::task::spawn_blocking(move || source.load()).await;
     let result = match loaded {
@@ -54,7 +56,12 @@ pub async fn reload_key(tenant: &Tenant, metrics: &Metrics) -> bool {
             true
         }
         Err(problem) => {
-            metrics.key_reload_failures.get_or_create(&TenantLabels { tenant: tenant.id.clone() }).inc();
+            metrics
+                .key_reload_failures
+                .get_or_create(&TenantLabels {
+                    tenant: tenant.id.clone(),
+                })
+                .inc();
             if !tenant.key_reload_failing.swap(true, Ordering::Relaxed) {
                 tracing::error!(
                     tenant = %tenant.id,
@@ -77,8 +84,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("key");
         std::fs::write(&path, "old-key\n").unwrap();
-        let tenant = Tenant::new("t".into(), uuid::Uuid::nil(), ApiKey::new("old-key".into()), vec![], 300)
-            .with_key_file(path.clone());
+        let tenant = Tenant::new(
+            "t".into(),
+            uuid::Uuid::nil(),
+            ApiKey::new("old-key".into()),
+            vec![],
+            300,
+        )
+        .with_key_file(path.clone());
         let metrics = Metrics::new();
         assert!(!reload_key(&tenant, &metrics).await, "unchanged");
 
@@ -88,10 +101,22 @@ mod tests {
 
         std::fs::write(&path, "   \n").unwrap();
         assert!(!reload_key(&tenant, &metrics).await);
-        assert_eq!(tenant.api_key().expose(), "new-key", "an empty file keeps the last good key");
+        assert_eq!(
+            tenant.api_key().expose(),
+            "new-key",
+            "an empty file keeps the last good key"
+        );
         std::fs::remove_file(&path).unwrap();
         assert!(!reload_key(&tenant, &metrics).await);
-        assert_eq!(tenant.api_key().expose(), "new-key", "a missing file keeps the last good key");
-        assert!(metrics.encode().contains("dsg_api_key_reload_failures_total{tenant=\"t\"} 2"));
+        assert_eq!(
+            tenant.api_key().expose(),
+            "new-key",
+            "a missing file keeps the last good key"
+        );
+        assert!(
+            metrics
+                .encode()
+                .contains("dsg_api_key_reload_failures_total{tenant=\"t\"} 2")
+        );
     }
 }

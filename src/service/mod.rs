@@ -44,7 +44,11 @@ pub struct Settings {
 impl AppState {
     /// State serving `settings`.
     pub fn new(gateway: Gateway, metrics: Metrics, settings: Settings) -> Self {
-        Self { gateway, metrics, settings: RwLock::new(Arc::new(settings)) }
+        Self {
+            gateway,
+            metrics,
+            settings: RwLock::new(Arc::new(settings)),
+        }
     }
 
     /// The settings in force now; a call keeps the ones it started with.
@@ -96,7 +100,9 @@ where
         Some(id) if settings.tenants.contains(id) => id.to_owned(),
         _ => "unknown".to_owned(),
     };
-    let caller = settings.auth.identify(metadata, peer_certs.as_deref().map(Vec::as_slice));
+    let caller = settings
+        .auth
+        .identify(metadata, peer_certs.as_deref().map(Vec::as_slice));
     let caller_label = match &caller {
         Ok(Some(id)) => id.clone(),
         Ok(None) => "-".to_owned(),
@@ -191,8 +197,14 @@ fn authorize(
     match caller {
         Ok(None) => Ok(()),
         Ok(Some(identity)) if caller_allowed(&tenant.allowed_callers, &identity) => Ok(()),
-        Ok(Some(identity)) => Err(GatewayError::CallerNotAllowed { caller: identity, tenant: tenant.id.clone() }),
-        Err(err) => Err(GatewayError::CallerNotAllowed { caller: format!("<{err}>"), tenant: tenant.id.clone() }),
+        Ok(Some(identity)) => Err(GatewayError::CallerNotAllowed {
+            caller: identity,
+            tenant: tenant.id.clone(),
+        }),
+        Err(err) => Err(GatewayError::CallerNotAllowed {
+            caller: format!("<{err}>"),
+            tenant: tenant.id.clone(),
+        }),
     }
 }
 
