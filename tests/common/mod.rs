@@ -101,11 +101,10 @@ impl TestEnv {
                 watcher.abort();
             },
         ));
+        // Lazy: in mtls mode this plaintext channel is never usable.
         let channel = Channel::from_shared(format!("http://{grpc_addr}"))
             .unwrap()
-            .connect()
-            .await
-            .unwrap();
+            .connect_lazy();
         Self {
             sandbox,
             grpc_addr,
