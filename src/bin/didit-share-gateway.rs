@@ -1,1 +1,267 @@
-fn main() {}
+//! `didit-share-gateway`: parse flags, load and validate the config (or
+//! start the in-process sandbox), bind, serve, drain on SIGTERM/SIGINT.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use didit_share_gateway::config::{Config, KeySource};
+use didit_share_gateway::sandbox::{Dialect, RateLimit, Sandbox, SandboxConfig};
+use didit_share_gateway::telemetry::{self, LogFormat};
+use didit_share_gateway::{app, metrics::Metrics, server};
+use tokio::net::TcpListener;
+
+/// EX_USAGE: bad flags or config.
+const EXIT_CONFIG: u8 = 64;
+/// EX_UNAVAILABLE: a port could not be bound or the server failed.
+const EXIT_UNAVAILABLE: u8 = 69;
+
+/// gRPC gateway for Didit's B2B Reusable KYC share/import API.
+#[derive(Debug, Parser)]
+#[command(name = "didit-share-gateway", version, about)]
+struct Cli {
+    /// Serve with this config file (TOML).
+    #[arg(long, env = "DSG_CONFIG", value_name = "PATH", conflicts_with_all = ["sandbox", "check_config"])]
+    config: Option<PathBuf>,
+    /// Serve against an in-process Didit sandbox with demo tenants `service-x` and `service-y`.
+    #[arg(long, env = "DSG_SANDBOX")]
+    sandbox: bool,
+    /// Validate a config file and the key files it references, print what it would serve, exit.
+    #[arg(
+        long,
+        env = "DSG_CHECK_CONFIG",
+        value_name = "PATH",
+        conflicts_with = "sandbox"
+    )]
+    check_config: Option<PathBuf>,
+    /// gRPC address [default: 0.0.0.0:50051, or the config's server.listen].
+    #[arg(long, env = "DSG_LISTEN", value_name = "ADDR")]
+    listen: Option<SocketAddr>,
+    /// Admin HTTP address for /metrics /healthz /readyz [default: 0.0.0.0:9090, or the config's].
+    #[arg(long, env = "DSG_ADMIN_LISTEN", value_name = "ADDR")]
+    admin_listen: Option<SocketAddr>,
+    /// Where the in-process sandbox's REST API listens in --sandbox mode.
+    #[arg(
+        long,
+        env = "DSG_SANDBOX_LISTEN",
+        value_name = "ADDR",
+        default_value = "127.0.0.1:8787"
+    )]
+    sandbox_listen: SocketAddr,
+    /// The sandbox's dialect: the seeds' status codes or the published OpenAPI's.
+    #[arg(long, env = "DSG_SANDBOX_DIALECT", value_enum, default_value_t = Dialect::Seeds)]
+    sandbox_dialect: Dialect,
+    /// Make the sandbox enforce Didit's 300 writes per minute per key.
+    #[arg(long, env = "DSG_SANDBOX_RATE_LIMIT")]
+    sandbox_rate_limit: bool,
+    /// Log format.
+    #[arg(long, env = "DSG_LOG_FORMAT", value_enum, default_value_t = LogFormat::Auto)]
+    log_format: LogFormat,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Some(path) = &cli.check_config {
+        return check_config(path);
+    }
+    telemetry::init(cli.log_format);
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(err) => {
+            eprintln!("didit-share-gateway: cannot start the async runtime: {err}");
+            return ExitCode::from(EXIT_UNAVAILABLE);
+        }
+    };
+    runtime.block_on(serve(cli))
+}
+
+async fn serve(cli: Cli) -> ExitCode {
+    let mut sandbox = None;
+    let config = if cli.sandbox {
+        let listener = match TcpListener::bind(cli.sandbox_listen).await {
+            Ok(l) => l,
+            Err(err) => {
+                return unavailable(&format!(
+                    "cannot bind the sandbox on {}: {err}",
+                    cli.sandbox_listen
+                ));
+            }
+        };
+        let sandbox_config = SandboxConfig {
+            dialect: cli.sandbox_dialect,
+            rate_limit: cli.sandbox_rate_limit.then(RateLimit::default),
+        };
+        let started = match Sandbox::start(listener, sandbox_config).await {
+            Ok(s) => s,
+            Err(err) => return unavailable(&format!("cannot start the sandbox: {err}")),
+        };
+        let config = app::sandbox_config(
+            &started.base_url(),
+            cli.listen
+                .unwrap_or_else(|| default_addr(didit_share_gateway::config::defaults::LISTEN)),
+            cli.admin_listen.unwrap_or_else(|| {
+                default_addr(didit_share_gateway::config::defaults::ADMIN_LISTEN)
+            }),
+        );
+        sandbox = Some(started);
+        config
+    } else {
+        let Some(path) = &cli.config else {
+            eprintln!(
+                "didit-share-gateway: give --config PATH (or DSG_CONFIG), or --sandbox for a local demo"
+            );
+            return ExitCode::from(EXIT_CONFIG);
+        };
+        match Config::load(path) {
+            Ok(mut config) => {
+                config.listen = cli.listen.unwrap_or(config.listen);
+                config.admin_listen = cli.admin_listen.unwrap_or(config.admin_listen);
+                config
+            }
+            Err(err) => {
+                eprintln!("didit-share-gateway: {err}");
+                return ExitCode::from(EXIT_CONFIG);
+            }
+        }
+    };
+
+    let (state, options) = match app::build(&config, Metrics::new()) {
+        Ok(built) => built,
+        Err(err) => {
+            eprintln!("didit-share-gateway: {err}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let grpc = match TcpListener::bind(config.listen).await {
+        Ok(l) => l,
+        Err(err) => return unavailable(&format!("cannot bind gRPC on {}: {err}", config.listen)),
+    };
+    let admin = match TcpListener::bind(config.admin_listen).await {
+        Ok(l) => l,
+        Err(err) => {
+            return unavailable(&format!(
+                "cannot bind admin on {}: {err}",
+                config.admin_listen
+            ));
+        }
+    };
+    let grpc_addr = grpc.local_addr().map(|a| a.to_string()).unwrap_or_default();
+    let admin_addr = admin
+        .local_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_default();
+    tracing::info!(
+        grpc = %grpc_addr,
+        admin = %admin_addr,
+        upstream = %config.upstream_base_url,
+        tenants = config.tenants.len(),
+        "didit-share-gateway listening"
+    );
+    if let Some(sandbox) = &sandbox {
+        print_sandbox_banner(sandbox, &grpc_addr);
+    }
+    let result = server::run(grpc, admin, state, options, shutdown_signal()).await;
+    if let Some(sandbox) = sandbox {
+        sandbox.stop().await;
+    }
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => unavailable(&err.to_string()),
+    }
+}
+
+fn default_addr(raw: &str) -> SocketAddr {
+    // The defaults are constants known to parse.
+    raw.parse()
+        .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
+}
+
+fn unavailable(message: &str) -> ExitCode {
+    tracing::error!("{message}");
+    eprintln!("didit-share-gateway: {message}");
+    ExitCode::from(EXIT_UNAVAILABLE)
+}
+
+/// Resolves on SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => tracing::info!("SIGTERM received"),
+                    _ = interrupt => tracing::info!("SIGINT received"),
+                }
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, "cannot listen for SIGTERM; SIGINT only");
+                let _ = interrupt.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = interrupt.await;
+    }
+}
+
+fn print_sandbox_banner(sandbox: &Sandbox, grpc_addr: &str) {
+    let base = sandbox.base_url();
+    println!(
+        "didit-share-gateway --sandbox: gRPC on {grpc_addr}, Didit sandbox REST API on {base}"
+    );
+    println!("demo tenants (send one in x-tenant-id):");
+    for app in didit_share_gateway::sandbox::demo_applications() {
+        println!(
+            "  {:<10} application_id={}  workflows: user={} business={}",
+            app.name, app.application_id, app.workflows.user, app.workflows.business
+        );
+    }
+    let port = grpc_addr.rsplit(':').next().unwrap_or("50051");
+    println!(
+        "first call:  cargo run --example share_then_import -- --gateway http://127.0.0.1:{port} --sandbox {base}"
+    );
+    println!("sandbox API: curl -s {base}/_sandbox/applications");
+}
+
+/// `--check-config`: validate, print a summary, exit 0 or 64.
+fn check_config(path: &std::path::Path) -> ExitCode {
+    let config = match Config::load(path) {
+        Ok(config) => config,
+        Err(err) => {
+            eprintln!("didit-share-gateway: {err}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    println!("config {} is valid", path.display());
+    println!("  grpc listen     {}", config.listen);
+    println!("  admin listen    {}", config.admin_listen);
+    println!(
+        "  upstream        {} (timeout {:?}, {} attempts)",
+        config.upstream_base_url, config.upstream_timeout, config.upstream_max_attempts
+    );
+    println!(
+        "  replay          window {:?}, max {} bytes",
+        config.replay.window, config.replay.max_bytes
+    );
+    println!(
+        "  limits          {} concurrent calls, shutdown grace {:?}",
+        config.max_concurrent_requests, config.shutdown_grace
+    );
+    println!("  auth            {:?}", config.auth);
+    for t in &config.tenants {
+        let key = match &t.key_source {
+            KeySource::File(p) => format!("key file {}", p.display()),
+            KeySource::Env(name) => format!("key env {name}"),
+            KeySource::Inline(_) => "inline key".to_owned(),
+        };
+        println!(
+            "  tenant {:<16} application {}  {key}  {}/min  callers {:?}",
+            t.id, t.application_id, t.rate_limit_per_minute, t.allowed_callers
+        );
+    }
+    ExitCode::SUCCESS
+}

@@ -1,0 +1,184 @@
+//! The gateway's one error type at the gRPC boundary, and the one place
+//! that turns it into a `tonic::Status` with `google.rpc` details.
+//!
+//! Messages and details never carry an API key or a share token: variants
+//! hold only classified reasons and Didit's scrubbed detail.
+
+use std::time::Duration;
+
+use tonic::{Code, Status};
+use tonic_types::{ErrorDetails, StatusExt};
+
+use crate::didit::{DiditError, Rejection, UpstreamReply};
+
+/// `ErrorInfo.domain` of every error.
+pub const ERROR_DOMAIN: &str = "didit-share-gateway";
+
+/// One invalid field of a request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FieldViolation {
+    /// The proto field name.
+    pub field: &'static str,
+    /// What is wrong with it (never the value itself).
+    pub description: String,
+}
+
+impl FieldViolation {
+    /// Shorthand used by the validators.
+    pub fn new(field: &'static str, description: impl Into<String>) -> Self {
+        Self {
+            field,
+            description: description.into(),
+        }
+    }
+}
+
+/// Everything a call can fail with.
+#[derive(Clone, Debug, thiserror::Error)]
+pub enum GatewayError {
+    /// The request failed validation; nothing was sent upstream.
+    #[error("the request is invalid")]
+    InvalidRequest(Vec<FieldViolation>),
+    /// `x-tenant-id` is missing or names no configured tenant.
+    #[error("x-tenant-id is missing or names no configured tenant")]
+    UnknownTenant,
+    /// The caller's identity may not act for the tenant.
+    #[error("caller {caller} may not act for tenant {tenant}")]
+    CallerNotAllowed {
+        /// The authenticated caller identity.
+        caller: String,
+        /// The tenant it asked for.
+        tenant: String,
+    },
+    /// The tenant already imported this token with other parameters (or
+    /// Didit says it was imported and no stored result exists).
+    #[error("this share token was already imported by this tenant")]
+    AlreadyImported {
+        /// The session the earlier import created, when the gateway knows it.
+        session_id: Option<String>,
+    },
+    /// Didit answered with an error, or could not be reached.
+    #[error(transparent)]
+    Upstream(#[from] DiditError),
+    /// The gateway is at its concurrency limit and sheds the call.
+    #[error("the gateway is overloaded")]
+    Overloaded,
+    /// The tenant is over its configured request rate.
+    #[error("the tenant is over its request rate")]
+    TenantRateLimited {
+        /// When a token will be available again.
+        retry_after: Duration,
+    },
+    /// The caller's deadline passed.
+    #[error("the deadline passed before Didit answered")]
+    DeadlineExceeded,
+    /// A bug or a lost task; logged where it happens.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl GatewayError {
+    /// The gRPC code and the `ErrorInfo.reason` of this error: the error
+    /// table of the contract, in one exhaustive match.
+    pub fn code_and_reason(&self) -> (Code, &'static str) {
+        match self {
+            Self::InvalidRequest(_) => (Code::InvalidArgument, "INVALID_REQUEST"),
+            Self::UnknownTenant => (Code::Unauthenticated, "UNKNOWN_TENANT"),
+            Self::CallerNotAllowed { .. } => (Code::PermissionDenied, "CALLER_NOT_ALLOWED"),
+            Self::AlreadyImported { .. } => (Code::AlreadyExists, "ALREADY_IMPORTED"),
+            Self::Overloaded => (Code::ResourceExhausted, "OVERLOADED"),
+            Self::TenantRateLimited { .. } => (Code::ResourceExhausted, "TENANT_RATE_LIMITED"),
+            Self::DeadlineExceeded => (Code::DeadlineExceeded, "DEADLINE_EXCEEDED"),
+            Self::Internal(_) => (Code::Internal, "INTERNAL"),
+            Self::Upstream(err) => match err {
+                DiditError::Rejected { rejection, .. } => match rejection {
+                    Rejection::SessionNotFound => (Code::NotFound, "SESSION_NOT_FOUND"),
+                    Rejection::SessionNotFinished => {
+                        (Code::FailedPrecondition, "SESSION_NOT_FINISHED")
+                    }
+                    Rejection::CredentialsRejected => {
+                        (Code::FailedPrecondition, "TENANT_CREDENTIALS_REJECTED")
+                    }
+                    Rejection::TokenInvalid => (Code::FailedPrecondition, "SHARE_TOKEN_INVALID"),
+                    Rejection::TokenExpired => (Code::FailedPrecondition, "SHARE_TOKEN_EXPIRED"),
+                    Rejection::TokenWrongApplication => {
+                        (Code::PermissionDenied, "SHARE_TOKEN_WRONG_APPLICATION")
+                    }
+                    Rejection::AlreadyImported => (Code::AlreadyExists, "ALREADY_IMPORTED"),
+                    Rejection::SourceSessionNotFound => {
+                        (Code::NotFound, "SOURCE_SESSION_NOT_FOUND")
+                    }
+                    Rejection::WorkflowNotFound => (Code::NotFound, "WORKFLOW_NOT_FOUND"),
+                    Rejection::InvalidRequest => (Code::InvalidArgument, "INVALID_REQUEST"),
+                    Rejection::Other => (Code::FailedPrecondition, "UPSTREAM_REJECTED"),
+                },
+                DiditError::RateLimited { .. } => {
+                    (Code::ResourceExhausted, "UPSTREAM_RATE_LIMITED")
+                }
+                DiditError::Unavailable { .. } => (Code::Unavailable, "UPSTREAM_UNAVAILABLE"),
+                DiditError::Timeout => (Code::DeadlineExceeded, "DEADLINE_EXCEEDED"),
+                DiditError::Protocol { .. } => (Code::Internal, "UPSTREAM_PROTOCOL_ERROR"),
+            },
+        }
+    }
+
+    /// How long a caller should wait before retrying, where retrying helps.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Self::Overloaded => Some(Duration::from_millis(100)),
+            Self::TenantRateLimited { retry_after } => Some(*retry_after),
+            Self::Upstream(DiditError::RateLimited { retry_after, .. }) => {
+                Some(retry_after.unwrap_or(Duration::from_secs(1)))
+            }
+            Self::Upstream(DiditError::Unavailable { .. }) => Some(Duration::from_millis(500)),
+            _ => None,
+        }
+    }
+
+    fn upstream_reply(&self) -> Option<&UpstreamReply> {
+        match self {
+            Self::Upstream(DiditError::Rejected { reply, .. })
+            | Self::Upstream(DiditError::RateLimited { reply, .. }) => Some(reply),
+            Self::Upstream(DiditError::Unavailable { reply, .. }) => reply.as_ref(),
+            _ => None,
+        }
+    }
+}
+
+impl From<GatewayError> for Status {
+    fn from(err: GatewayError) -> Self {
+        let (code, reason) = err.code_and_reason();
+        let mut metadata = std::collections::HashMap::new();
+        if let Some(reply) = err.upstream_reply() {
+            metadata.insert("upstream_status".to_owned(), reply.status.to_string());
+            if !reply.detail.is_empty() {
+                metadata.insert("upstream_detail".to_owned(), reply.detail.clone());
+            }
+            if let Some(field) = &reply.field {
+                metadata.insert("upstream_field".to_owned(), field.clone());
+            }
+            if let Some(id) = &reply.request_id {
+                metadata.insert("upstream_request_id".to_owned(), id.clone());
+            }
+        }
+        if let GatewayError::Upstream(DiditError::Protocol { status, .. }) = &err {
+            metadata.insert("upstream_status".to_owned(), status.to_string());
+        }
+        if let GatewayError::AlreadyImported {
+            session_id: Some(id),
+        } = &err
+        {
+            metadata.insert("session_id".to_owned(), id.clone());
+        }
+        let mut details = ErrorDetails::with_error_info(reason, ERROR_DOMAIN, metadata);
+        if let GatewayError::InvalidRequest(violations) = &err {
+            for v in violations {
+                details.add_bad_request_violation(v.field, v.description.clone());
+            }
+        }
+        if let Some(wait) = err.retry_after() {
+            details.set_retry_info(Some(wait));
+        }
+        Status::with_error_details(code, err.to_string(), details)
+    }
+}

@@ -1,0 +1,260 @@
+//! Admission control as tower layers in front of the two services: a
+//! global concurrency limit that sheds instead of queueing, and a token
+//! bucket per tenant that tells a tenant to back off before Didit does.
+//! Health and reflection are never limited: a busy pod must still answer
+//! its probes.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use futures::future::BoxFuture;
+use tokio::sync::Semaphore;
+use tonic::Status;
+
+use crate::error::GatewayError;
+use crate::metrics::{Metrics, TenantLabels};
+use crate::tenant::TENANT_HEADER;
+
+/// Paths the limits apply to.
+const LIMITED_PREFIX: &str = "/didit.share.v1.";
+
+type HttpResponse = http::Response<tonic::body::Body>;
+
+/// Sheds calls beyond `max` concurrent ones with RESOURCE_EXHAUSTED /
+/// `OVERLOADED` at once, rather than queueing them without bound.
+#[derive(Clone)]
+pub struct ShedLayer {
+    permits: Arc<Semaphore>,
+    metrics: Metrics,
+}
+
+impl ShedLayer {
+    /// At most `max` calls at once.
+    pub fn new(max: usize, metrics: Metrics) -> Self {
+        Self {
+            permits: Arc::new(Semaphore::new(max)),
+            metrics,
+        }
+    }
+}
+
+impl<S> tower::Layer<S> for ShedLayer {
+    type Service = Shed<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        Shed {
+            inner,
+            layer: self.clone(),
+        }
+    }
+}
+
+/// The service of [`ShedLayer`].
+#[derive(Clone)]
+pub struct Shed<S> {
+    inner: S,
+    layer: ShedLayer,
+}
+
+impl<S, B> tower::Service<http::Request<B>> for Shed<S>
+where
+    S: tower::Service<http::Request<B>, Response = HttpResponse> + Send + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = HttpResponse;
+    type Error = S::Error;
+    type Future = BoxFuture<'static, Result<HttpResponse, S::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        if !request.uri().path().starts_with(LIMITED_PREFIX) {
+            return Box::pin(self.inner.call(request));
+        }
+        match Arc::clone(&self.layer.permits).try_acquire_owned() {
+            Ok(permit) => {
+                let call = self.inner.call(request);
+                Box::pin(async move {
+                    let response = call.await;
+                    drop(permit);
+                    response
+                })
+            }
+            Err(_) => {
+                self.layer.metrics.shed.inc();
+                let status = Status::from(GatewayError::Overloaded);
+                Box::pin(async move { Ok(status.into_http()) })
+            }
+        }
+    }
+}
+
+/// A token bucket: `burst` calls at once, refilled at `per_second`.
+#[derive(Debug)]
+struct Bucket {
+    tokens: f64,
+    burst: f64,
+    per_second: f64,
+    last: Instant,
+}
+
+impl Bucket {
+    /// Sized so that no 60 s window sees more than `per_minute` calls:
+    /// a burst of a tenth, the rest spread evenly.
+    fn per_minute(per_minute: u32) -> Self {
+        let limit = f64::from(per_minute);
+        let burst = (limit / 10.0).max(1.0);
+        Self {
+            tokens: burst,
+            burst,
+            per_second: (limit - burst).max(1.0) / 60.0,
+            last: Instant::now(),
+        }
+    }
+
+    fn try_take(&mut self, now: Instant) -> Result<(), Duration> {
+        let refill = now.saturating_duration_since(self.last).as_secs_f64() * self.per_second;
+        self.tokens = (self.tokens + refill).min(self.burst);
+        self.last = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            Ok(())
+        } else {
+            Err(Duration::from_secs_f64(
+                (1.0 - self.tokens) / self.per_second,
+            ))
+        }
+    }
+}
+
+/// Refuses a tenant's calls beyond its `rate_limit_per_minute` with
+/// RESOURCE_EXHAUSTED / `TENANT_RATE_LIMITED` and a RetryInfo.
+#[derive(Clone)]
+pub struct TenantRateLayer {
+    buckets: Arc<HashMap<String, Mutex<Bucket>>>,
+    metrics: Metrics,
+}
+
+impl TenantRateLayer {
+    /// One bucket per (tenant id, calls per minute).
+    pub fn new(limits: impl IntoIterator<Item = (String, u32)>, metrics: Metrics) -> Self {
+        let buckets = limits
+            .into_iter()
+            .map(|(id, n)| (id, Mutex::new(Bucket::per_minute(n))))
+            .collect();
+        Self {
+            buckets: Arc::new(buckets),
+            metrics,
+        }
+    }
+
+    fn admit(&self, tenant: &str) -> Result<(), Duration> {
+        let Some(bucket) = self.buckets.get(tenant) else {
+            // Unknown tenants are refused by the service with UNKNOWN_TENANT.
+            return Ok(());
+        };
+        let mut bucket = match bucket.lock() {
+            Ok(b) => b,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        bucket.try_take(Instant::now())
+    }
+}
+
+impl<S> tower::Layer<S> for TenantRateLayer {
+    type Service = TenantRate<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        TenantRate {
+            inner,
+            layer: self.clone(),
+        }
+    }
+}
+
+/// The service of [`TenantRateLayer`].
+#[derive(Clone)]
+pub struct TenantRate<S> {
+    inner: S,
+    layer: TenantRateLayer,
+}
+
+impl<S, B> tower::Service<http::Request<B>> for TenantRate<S>
+where
+    S: tower::Service<http::Request<B>, Response = HttpResponse> + Send + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = HttpResponse;
+    type Error = S::Error;
+    type Future = BoxFuture<'static, Result<HttpResponse, S::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        let tenant = request
+            .uri()
+            .path()
+            .starts_with(LIMITED_PREFIX)
+            .then(|| {
+                request
+                    .headers()
+                    .get(TENANT_HEADER)
+                    .and_then(|v| v.to_str().ok())
+            })
+            .flatten();
+        if let Some(tenant) = tenant
+            && let Err(retry_after) = self.layer.admit(tenant)
+        {
+            self.layer
+                .metrics
+                .tenant_rate_limited
+                .get_or_create(&TenantLabels {
+                    tenant: tenant.to_owned(),
+                })
+                .inc();
+            let status = Status::from(GatewayError::TenantRateLimited { retry_after });
+            return Box::pin(async move { Ok(status.into_http()) });
+        }
+        Box::pin(self.inner.call(request))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_minute_sees_more_than_the_limit() {
+        let mut bucket = Bucket::per_minute(300);
+        let start = Instant::now();
+        let mut admitted = 0;
+        // One attempt every 10 ms for 60 s.
+        for i in 0..6000 {
+            if bucket
+                .try_take(start + Duration::from_millis(i * 10))
+                .is_ok()
+            {
+                admitted += 1;
+            }
+        }
+        assert!((290..=300).contains(&admitted), "{admitted}");
+    }
+
+    #[test]
+    fn a_refusal_says_when_to_come_back() {
+        let mut bucket = Bucket::per_minute(60);
+        let now = Instant::now();
+        for _ in 0..6 {
+            bucket.try_take(now).unwrap();
+        }
+        let wait = bucket.try_take(now).unwrap_err();
+        assert!(
+            wait > Duration::ZERO && wait <= Duration::from_secs(2),
+            "{wait:?}"
+        );
+    }
+}

@@ -1,0 +1,118 @@
+//! The replay store: successful imports, kept for a short window so that a
+//! retried import gets the same session back instead of Didit's 403.
+//!
+//! It holds personal data, so it is bounded by bytes and by time, lives
+//! only in memory, is keyed by a hash of the token (never the token), and
+//! every key includes the tenant: no tenant can read another's result.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use moka::notification::RemovalCause;
+use sha2::{Digest, Sha256};
+
+use crate::metrics::Metrics;
+use crate::session::{ImportParams, ImportedSession, ShareToken};
+
+/// Identifies one import: the tenant and the SHA-256 of the share token.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct ImportKey {
+    tenant: Arc<str>,
+    token_sha256: [u8; 32],
+}
+
+impl ImportKey {
+    /// The key of `token` imported by `tenant`.
+    pub fn new(tenant: &str, token: &ShareToken) -> Self {
+        Self {
+            tenant: Arc::from(tenant),
+            token_sha256: Sha256::digest(token.expose().as_bytes()).into(),
+        }
+    }
+}
+
+/// A stored import: what was asked and what Didit created.
+#[derive(Debug)]
+pub struct StoredImport {
+    /// The parameters of the import that created it; a replay needs equal ones.
+    pub params: ImportParams,
+    /// The session Didit created.
+    pub session: ImportedSession,
+}
+
+impl StoredImport {
+    /// Approximate heap bytes, for the store's byte bound.
+    fn weight(&self) -> u32 {
+        let bytes = self.session.raw.len()
+            + self.session.session_id.len()
+            + self.session.status_raw.len()
+            + self.params.workflow_id.len()
+            + self.params.vendor_data.len()
+            + 256;
+        u32::try_from(bytes).unwrap_or(u32::MAX)
+    }
+}
+
+/// Replay settings.
+#[derive(Clone, Copy, Debug)]
+pub struct ReplayConfig {
+    /// How long a result stays replayable.
+    pub window: Duration,
+    /// Upper bound of stored bytes; the least useful entries go first.
+    pub max_bytes: u64,
+}
+
+impl Default for ReplayConfig {
+    fn default() -> Self {
+        Self {
+            window: Duration::from_secs(600),
+            max_bytes: 64 * 1024 * 1024,
+        }
+    }
+}
+
+/// The store itself.
+#[derive(Clone)]
+pub struct ReplayStore {
+    cache: moka::future::Cache<ImportKey, Arc<StoredImport>>,
+}
+
+impl ReplayStore {
+    /// An empty store.
+    pub fn new(config: ReplayConfig, metrics: &Metrics) -> Self {
+        let evictions = metrics.replay_evictions.clone();
+        let cache = moka::future::Cache::builder()
+            .max_capacity(config.max_bytes)
+            .weigher(|_key, value: &Arc<StoredImport>| value.weight())
+            .time_to_live(config.window)
+            .eviction_listener(move |_key, _value, cause| {
+                if cause == RemovalCause::Size {
+                    evictions.inc();
+                }
+            })
+            .build();
+        Self { cache }
+    }
+
+    /// The stored import for `key`, if it is still within the window.
+    pub async fn get(&self, key: &ImportKey) -> Option<Arc<StoredImport>> {
+        self.cache.get(key).await
+    }
+
+    /// Stores a successful import.
+    pub async fn insert(&self, key: ImportKey, value: Arc<StoredImport>) {
+        self.cache.insert(key, value).await;
+    }
+
+    /// Bytes held now (after pending maintenance).
+    pub async fn weighted_size(&self) -> u64 {
+        self.cache.run_pending_tasks().await;
+        self.cache.weighted_size()
+    }
+
+    /// Entries held now (after pending maintenance).
+    pub async fn entry_count(&self) -> u64 {
+        self.cache.run_pending_tasks().await;
+        self.cache.entry_count()
+    }
+}

@@ -1,0 +1,271 @@
+//! Fault injection for the v3 endpoints, set through `/_sandbox/faults`:
+//! latency, injected error statuses, 429s after n calls, and dropped
+//! connections after the request was really processed.
+//!
+//! Per call to a targeted endpoint the order is: sleep `latency_ms`, then
+//! `fail_next`, then `error_rate`, then `rate_limit_after` (calls refused
+//! by the first two do not use up its allowance), then the request is
+//! processed and `drop_next` / `drop_rate` decide whether its connection
+//! is dropped instead of answered.
+
+use std::io;
+use std::sync::{Mutex, PoisonError};
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::http::{StatusCode, header};
+use axum::response::Response;
+use serde::{Deserialize, Serialize};
+
+use super::error::Endpoint;
+
+/// The `PUT /_sandbox/faults` body; every field optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct FaultSpec {
+    latency_ms: Option<u64>,
+    error_rate: Option<f64>,
+    error_status: Option<u16>,
+    fail_next: Option<u32>,
+    rate_limit_after: Option<u32>,
+    retry_after_seconds: Option<u32>,
+    drop_rate: Option<f64>,
+    drop_next: Option<u32>,
+    endpoints: Option<Vec<Endpoint>>,
+}
+
+/// The faults in force (the PUT and GET answer); counters count down.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub(crate) struct ActiveFaults {
+    latency_ms: u64,
+    error_rate: f64,
+    error_status: u16,
+    fail_next: u32,
+    /// Calls still let through before every call answers 429; `None` = off.
+    rate_limit_after: Option<u32>,
+    retry_after_seconds: u32,
+    drop_rate: f64,
+    drop_next: u32,
+    endpoints: Vec<Endpoint>,
+}
+
+impl Default for ActiveFaults {
+    fn default() -> ActiveFaults {
+        ActiveFaults {
+            latency_ms: 0,
+            error_rate: 0.0,
+            error_status: 503,
+            fail_next: 0,
+            rate_limit_after: None,
+            retry_after_seconds: 1,
+            drop_rate: 0.0,
+            drop_next: 0,
+            endpoints: vec![Endpoint::Share, Endpoint::Import],
+        }
+    }
+}
+
+impl FaultSpec {
+    /// Validates the body into the faults to put in force.
+    pub(crate) fn validate(self) -> Result<ActiveFaults, String> {
+        let defaults = ActiveFaults::default();
+        let rate = |name: &str, value: Option<f64>| match value {
+            None => Ok(0.0),
+            Some(r) if (0.0..=1.0).contains(&r) => Ok(r),
+            Some(r) => Err(format!("{name} must be between 0 and 1, got {r}")),
+        };
+        let error_status = self.error_status.unwrap_or(defaults.error_status);
+        if !(400..=599).contains(&error_status) {
+            return Err(format!(
+                "error_status must be 400..=599, got {error_status}"
+            ));
+        }
+        let endpoints = self.endpoints.unwrap_or(defaults.endpoints);
+        if endpoints.is_empty() {
+            return Err("endpoints must not be empty".to_owned());
+        }
+        Ok(ActiveFaults {
+            latency_ms: self.latency_ms.unwrap_or(0),
+            error_rate: rate("error_rate", self.error_rate)?,
+            error_status,
+            fail_next: self.fail_next.unwrap_or(0),
+            rate_limit_after: self.rate_limit_after,
+            retry_after_seconds: self
+                .retry_after_seconds
+                .unwrap_or(defaults.retry_after_seconds),
+            drop_rate: rate("drop_rate", self.drop_rate)?,
+            drop_next: self.drop_next.unwrap_or(0),
+            endpoints,
+        })
+    }
+}
+
+/// What to do with one call.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct Plan {
+    /// Sleep this long first.
+    pub(crate) latency: Option<Duration>,
+    pub(crate) action: Action,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Action {
+    /// Process the request; when `drop`, drop the connection afterwards.
+    Proceed { drop: bool },
+    /// Answer `status` with `{"detail":"Injected fault."}` unprocessed.
+    Fail {
+        status: StatusCode,
+        retry_after: u32,
+    },
+    /// Answer 429 (rate limit body and headers) unprocessed.
+    RateLimit { retry_after: u32 },
+}
+
+/// The fault injector.
+#[derive(Debug, Default)]
+pub(crate) struct Faults {
+    active: Mutex<ActiveFaults>,
+}
+
+impl Faults {
+    pub(crate) fn set(&self, faults: ActiveFaults) {
+        *self.active.lock().unwrap_or_else(PoisonError::into_inner) = faults;
+    }
+
+    pub(crate) fn snapshot(&self) -> ActiveFaults {
+        self.active
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Decides the fate of one call to `endpoint` (and counts it down).
+    pub(crate) fn plan(&self, endpoint: Endpoint) -> Plan {
+        let mut f = self.active.lock().unwrap_or_else(PoisonError::into_inner);
+        if !f.endpoints.contains(&endpoint) {
+            return Plan {
+                latency: None,
+                action: Action::Proceed { drop: false },
+            };
+        }
+        let latency = (f.latency_ms > 0).then(|| Duration::from_millis(f.latency_ms));
+        let fail = StatusCode::from_u16(f.error_status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+        let retry_after = f.retry_after_seconds;
+        let action = if f.fail_next > 0 {
+            f.fail_next -= 1;
+            Action::Fail {
+                status: fail,
+                retry_after,
+            }
+        } else if chance(f.error_rate) {
+            Action::Fail {
+                status: fail,
+                retry_after,
+            }
+        } else if f.rate_limit_after == Some(0) {
+            Action::RateLimit { retry_after }
+        } else {
+            if let Some(n) = f.rate_limit_after.as_mut() {
+                *n -= 1;
+            }
+            let drop = if f.drop_next > 0 {
+                f.drop_next -= 1;
+                true
+            } else {
+                chance(f.drop_rate)
+            };
+            Action::Proceed { drop }
+        };
+        Plan { latency, action }
+    }
+}
+
+fn chance(rate: f64) -> bool {
+    rate > 0.0 && rand::random::<f64>() < rate
+}
+
+/// `response`'s head with a body that fails at once, so hyper aborts the
+/// connection instead of completing the answer.
+pub(crate) fn dropped(response: Response) -> Response {
+    let (mut parts, _) = response.into_parts();
+    parts.headers.remove(header::CONTENT_LENGTH);
+    let failure = io::Error::new(
+        io::ErrorKind::ConnectionAborted,
+        "sandbox dropped the connection",
+    );
+    let body = Body::from_stream(tokio_stream::once(Err::<Bytes, io::Error>(failure)));
+    Response::from_parts(parts, body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(json: &str) -> Result<ActiveFaults, String> {
+        serde_json::from_str::<FaultSpec>(json)
+            .map_err(|e| e.to_string())
+            .and_then(FaultSpec::validate)
+    }
+
+    #[test]
+    fn validation_refuses_out_of_range_and_unknown_fields() {
+        assert!(spec(r#"{"error_rate": 1.5}"#).is_err());
+        assert!(spec(r#"{"drop_rate": -0.1}"#).is_err());
+        assert!(spec(r#"{"error_status": 200}"#).is_err());
+        assert!(spec(r#"{"endpoints": []}"#).is_err());
+        assert!(spec(r#"{"endpoints": ["delete"]}"#).is_err());
+        assert!(spec(r#"{"latency": 5}"#).is_err());
+        assert_eq!(spec("{}"), Ok(ActiveFaults::default()));
+    }
+
+    #[test]
+    fn counters_run_in_the_documented_order() {
+        let faults = Faults::default();
+        let active =
+            spec(r#"{"fail_next": 1, "rate_limit_after": 1, "drop_next": 1, "error_status": 500}"#);
+        faults.set(active.unwrap_or_default());
+        let fail = Action::Fail {
+            status: StatusCode::INTERNAL_SERVER_ERROR,
+            retry_after: 1,
+        };
+        assert_eq!(faults.plan(Endpoint::Import).action, fail);
+        assert_eq!(
+            faults.plan(Endpoint::Import).action,
+            Action::Proceed { drop: true }
+        );
+        assert_eq!(
+            faults.plan(Endpoint::Share).action,
+            Action::RateLimit { retry_after: 1 }
+        );
+        assert_eq!(
+            faults.plan(Endpoint::Webhook).action,
+            Action::Proceed { drop: false }
+        );
+        assert_eq!(faults.snapshot().rate_limit_after, Some(0));
+    }
+
+    #[test]
+    fn endpoints_and_latency_apply_only_where_asked() {
+        let faults = Faults::default();
+        faults.set(
+            spec(r#"{"latency_ms": 25, "error_rate": 1.0, "endpoints": ["share"]}"#)
+                .unwrap_or_default(),
+        );
+        let plan = faults.plan(Endpoint::Share);
+        assert_eq!(plan.latency, Some(Duration::from_millis(25)));
+        assert!(matches!(
+            plan.action,
+            Action::Fail {
+                status: StatusCode::SERVICE_UNAVAILABLE,
+                ..
+            }
+        ));
+        assert_eq!(
+            faults.plan(Endpoint::Import),
+            Plan {
+                latency: None,
+                action: Action::Proceed { drop: false }
+            }
+        );
+    }
+}

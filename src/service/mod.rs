@@ -1,0 +1,230 @@
+//! The tonic services: thin translations between gRPC and the core. The
+//! shared part here resolves the tenant, reads the deadline and trace
+//! context, and records one metric sample and one log line per call.
+
+mod import;
+mod share;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
+use tonic::metadata::{MetadataMap, MetadataValue};
+use tonic::{Response, Status};
+
+use crate::didit::CallContext;
+use crate::error::GatewayError;
+use crate::gateway::Gateway;
+use crate::metrics::{Metrics, RpcLabels, RpcLatencyLabels};
+use crate::tenant::{TENANT_HEADER, Tenant, Tenants};
+
+pub use import::ImportApi;
+pub use share::ShareApi;
+
+/// What every call needs, shared by both services.
+pub struct AppState {
+    /// The core.
+    pub gateway: Gateway,
+    /// The configured tenants.
+    pub tenants: Tenants,
+    /// The metrics registry.
+    pub metrics: Metrics,
+}
+
+/// The metadata key of the request id, echoed on every answer.
+const REQUEST_ID: &str = "x-request-id";
+
+/// Time kept back from the caller's deadline so our DEADLINE_EXCEEDED,
+/// with its details, reaches the caller before its own timer fires.
+const DEADLINE_MARGIN: Duration = Duration::from_millis(5);
+
+/// Runs one call: tenant lookup, context, the work, metrics and the log line.
+pub(crate) async fn serve<T, F, Fut>(
+    state: &AppState,
+    method: &'static str,
+    metadata: &MetadataMap,
+    work: F,
+) -> Result<Response<T>, Status>
+where
+    F: FnOnce(Arc<Tenant>, CallContext) -> Fut,
+    Fut: Future<Output = Result<T, GatewayError>>,
+{
+    let started = std::time::Instant::now();
+    let request_id = request_id(metadata);
+    let tenant_header = metadata.get(TENANT_HEADER).and_then(|v| v.to_str().ok());
+    let tenant_label = match tenant_header {
+        Some(id) if state.tenants.contains(id) => id.to_owned(),
+        _ => "unknown".to_owned(),
+    };
+    state.metrics.rpcs_in_flight.inc();
+    let result = async {
+        let tenant = state.tenants.resolve(tenant_header)?;
+        let ctx = CallContext {
+            deadline: grpc_timeout(metadata)
+                .map(|t| Instant::now() + t.saturating_sub(DEADLINE_MARGIN)),
+            request_id: request_id.clone(),
+            traceparent: traceparent(metadata),
+        };
+        work(tenant, ctx).await
+    }
+    .await;
+    state.metrics.rpcs_in_flight.dec();
+    let elapsed = started.elapsed();
+    let (code, reason) = match &result {
+        Ok(_) => (tonic::Code::Ok, ""),
+        Err(err) => err.code_and_reason(),
+    };
+    let labels = RpcLatencyLabels {
+        method,
+        tenant: tenant_label.clone(),
+    };
+    state
+        .metrics
+        .rpc_latency
+        .get_or_create(&labels)
+        .observe(elapsed.as_secs_f64());
+    state
+        .metrics
+        .rpcs
+        .get_or_create(&RpcLabels {
+            method,
+            tenant: tenant_label.clone(),
+            code: code_name(code),
+        })
+        .inc();
+    let latency_ms = elapsed.as_secs_f64() * 1e3;
+    match &result {
+        Ok(_) => {
+            tracing::info!(%request_id, tenant = %tenant_label, method, code = "OK", latency_ms, "call")
+        }
+        Err(err) => tracing::warn!(
+            %request_id,
+            tenant = %tenant_label,
+            method,
+            code = code_name(code),
+            reason,
+            latency_ms,
+            error = %err,
+            "call failed"
+        ),
+    }
+    let id_value = MetadataValue::try_from(request_id.as_str()).ok();
+    match result {
+        Ok(message) => {
+            let mut response = Response::new(message);
+            if let Some(v) = id_value {
+                response.metadata_mut().insert(REQUEST_ID, v);
+            }
+            Ok(response)
+        }
+        Err(err) => {
+            let mut status = Status::from(err);
+            if let Some(v) = id_value {
+                status.metadata_mut().insert(REQUEST_ID, v);
+            }
+            Err(status)
+        }
+    }
+}
+
+/// The caller's request id if it is sane, else a new one.
+fn request_id(metadata: &MetadataMap) -> String {
+    metadata
+        .get(REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
+        .map(str::to_owned)
+        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string())
+}
+
+/// A well-formed W3C `traceparent`, to forward upstream.
+fn traceparent(metadata: &MetadataMap) -> Option<String> {
+    let value = metadata.get("traceparent")?.to_str().ok()?;
+    let parts: Vec<&str> = value.split('-').collect();
+    let shape = [2, 32, 16, 2];
+    let ok = parts.len() == 4
+        && parts
+            .iter()
+            .zip(shape)
+            .all(|(p, n)| p.len() == n && p.bytes().all(|b| b.is_ascii_hexdigit()));
+    ok.then(|| value.to_owned())
+}
+
+/// Parses `grpc-timeout` ("200m", "5S", ...).
+pub(crate) fn grpc_timeout(metadata: &MetadataMap) -> Option<Duration> {
+    let raw = metadata.get("grpc-timeout")?.to_str().ok()?;
+    let (digits, unit) = raw.split_at(raw.len().checked_sub(1)?);
+    if digits.is_empty() || digits.len() > 8 {
+        return None;
+    }
+    let n: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(n * 3600),
+        "M" => Duration::from_secs(n * 60),
+        "S" => Duration::from_secs(n),
+        "m" => Duration::from_millis(n),
+        "u" => Duration::from_micros(n),
+        "n" => Duration::from_nanos(n),
+        _ => return None,
+    })
+}
+
+/// The canonical upper-case name of a gRPC code, for labels and logs.
+pub fn code_name(code: tonic::Code) -> &'static str {
+    use tonic::Code::*;
+    match code {
+        Ok => "OK",
+        Cancelled => "CANCELLED",
+        Unknown => "UNKNOWN",
+        InvalidArgument => "INVALID_ARGUMENT",
+        DeadlineExceeded => "DEADLINE_EXCEEDED",
+        NotFound => "NOT_FOUND",
+        AlreadyExists => "ALREADY_EXISTS",
+        PermissionDenied => "PERMISSION_DENIED",
+        ResourceExhausted => "RESOURCE_EXHAUSTED",
+        FailedPrecondition => "FAILED_PRECONDITION",
+        Aborted => "ABORTED",
+        OutOfRange => "OUT_OF_RANGE",
+        Unimplemented => "UNIMPLEMENTED",
+        Internal => "INTERNAL",
+        Unavailable => "UNAVAILABLE",
+        DataLoss => "DATA_LOSS",
+        Unauthenticated => "UNAUTHENTICATED",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grpc_timeout_units() {
+        let mut md = MetadataMap::new();
+        for (raw, want) in [
+            ("200m", Some(Duration::from_millis(200))),
+            ("5S", Some(Duration::from_secs(5))),
+            ("1H", Some(Duration::from_secs(3600))),
+            ("10u", Some(Duration::from_micros(10))),
+            ("x", None),
+            ("123456789S", None),
+        ] {
+            md.insert("grpc-timeout", raw.parse().unwrap());
+            assert_eq!(grpc_timeout(&md), want, "{raw}");
+        }
+    }
+
+    #[test]
+    fn only_well_formed_traceparents_are_forwarded() {
+        let mut md = MetadataMap::new();
+        md.insert(
+            "traceparent",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+                .parse()
+                .unwrap(),
+        );
+        assert!(traceparent(&md).is_some());
+        md.insert("traceparent", "00-xyz-00f067aa0ba902b7-01".parse().unwrap());
+        assert!(traceparent(&md).is_none());
+    }
+}

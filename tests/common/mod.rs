@@ -1,0 +1,277 @@
+//! Test harness: a Didit sandbox and a gateway wired to it, both in-process
+//! on `127.0.0.1:0`, plus tonic clients and sandbox admin helpers.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use didit_share_gateway::app;
+use didit_share_gateway::config::{Config, KeySource, TenantConfig};
+use didit_share_gateway::metrics::Metrics;
+use didit_share_gateway::proto::import_service_client::ImportServiceClient;
+use didit_share_gateway::proto::share_service_client::ShareServiceClient;
+use didit_share_gateway::proto::{
+    ImportSharedSessionRequest, ImportSharedSessionResponse, ShareSessionRequest,
+    ShareSessionResponse,
+};
+use didit_share_gateway::sandbox::{DemoApplication, Dialect, Sandbox, SandboxConfig, Stats};
+use didit_share_gateway::server;
+use didit_share_gateway::service::AppState;
+use didit_share_gateway::tenant::ApiKey;
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tonic::transport::Channel;
+use tonic::{Request, Status};
+use tonic_types::StatusExt as _;
+
+/// A tenant whose key lacks `write:sessions` (service-x's read-only key).
+pub const READ_ONLY_TENANT: &str = "service-x-readonly";
+
+/// A running sandbox + gateway.
+pub struct TestEnv {
+    pub sandbox: Sandbox,
+    pub grpc_addr: SocketAddr,
+    pub admin_addr: SocketAddr,
+    pub state: Arc<AppState>,
+    pub share_client: ShareServiceClient<Channel>,
+    pub import_client: ImportServiceClient<Channel>,
+    pub channel: Channel,
+    pub http: reqwest::Client,
+    stop: Option<oneshot::Sender<()>>,
+    server: Option<JoinHandle<Result<(), server::ServeError>>>,
+}
+
+impl TestEnv {
+    /// Sandbox in `dialect` and a gateway with the `--sandbox` tenants plus
+    /// [`READ_ONLY_TENANT`].
+    pub async fn start(dialect: Dialect) -> Self {
+        Self::start_with(
+            SandboxConfig {
+                dialect,
+                rate_limit: None,
+            },
+            |_| {},
+        )
+        .await
+    }
+
+    /// Like [`start`](Self::start), with the sandbox config and a config tweak.
+    pub async fn start_with(
+        sandbox_config: SandboxConfig,
+        tweak: impl FnOnce(&mut Config),
+    ) -> Self {
+        didit_share_gateway::install_crypto_provider();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let sandbox = Sandbox::start(listener, sandbox_config).await.unwrap();
+        let loopback: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        let mut config = app::sandbox_config(&sandbox.base_url(), loopback, loopback);
+        let x = demo("service-x");
+        config.tenants.push(TenantConfig {
+            id: READ_ONLY_TENANT.into(),
+            application_id: x.application_id,
+            key_source: KeySource::Inline(ApiKey::new(x.read_only_api_key.clone())),
+            allowed_callers: vec!["*".into()],
+            rate_limit_per_minute: 300,
+        });
+        for tenant in &mut config.tenants {
+            // Tests make many calls quickly; the rate limit has its own test.
+            tenant.rate_limit_per_minute = 1_000_000;
+        }
+        tweak(&mut config);
+        let (state, mut options) = app::build(&config, Metrics::new()).unwrap();
+        options.drain_delay = std::time::Duration::from_millis(50);
+        let grpc = TcpListener::bind(loopback).await.unwrap();
+        let admin = TcpListener::bind(loopback).await.unwrap();
+        let grpc_addr = grpc.local_addr().unwrap();
+        let admin_addr = admin.local_addr().unwrap();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let server = tokio::spawn(server::run(
+            grpc,
+            admin,
+            Arc::clone(&state),
+            options,
+            async {
+                let _ = stopped.await;
+            },
+        ));
+        let channel = Channel::from_shared(format!("http://{grpc_addr}"))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        Self {
+            sandbox,
+            grpc_addr,
+            admin_addr,
+            state,
+            share_client: ShareServiceClient::new(channel.clone()),
+            import_client: ImportServiceClient::new(channel.clone()),
+            channel,
+            http: reqwest::Client::new(),
+            stop: Some(stop),
+            server: Some(server),
+        }
+    }
+
+    /// Starts the drain; returns the server task to await.
+    pub fn begin_shutdown(&mut self) -> JoinHandle<Result<(), server::ServeError>> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        self.server.take().expect("server already stopped")
+    }
+
+    /// A fresh session in `app` ("service-x"/"service-y") with fixtures.
+    pub async fn create_session(&self, app: &str, kind: &str, status: &str) -> String {
+        let body = json!({"application_id": demo(app).application_id, "session_kind": kind, "status": status});
+        let response = self
+            .http
+            .post(format!("{}/_sandbox/sessions", self.sandbox.base_url()))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            response.status().as_u16(),
+            201,
+            "create session {kind} {status}"
+        );
+        let value: Value = response.json().await.unwrap();
+        value["session_id"].as_str().unwrap().to_owned()
+    }
+
+    pub async fn delete_session(&self, session_id: &str) {
+        let response = self
+            .http
+            .delete(format!(
+                "{}/_sandbox/sessions/{session_id}",
+                self.sandbox.base_url()
+            ))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status().as_u16(), 204);
+    }
+
+    /// `PUT /_sandbox/faults`.
+    pub async fn faults(&self, faults: Value) {
+        let response = self
+            .http
+            .put(format!("{}/_sandbox/faults", self.sandbox.base_url()))
+            .json(&faults)
+            .send()
+            .await
+            .unwrap();
+        assert!(response.status().is_success(), "faults {faults}");
+    }
+
+    /// `POST /_sandbox/clock`.
+    pub async fn advance_clock(&self, seconds: i64) {
+        let response = self
+            .http
+            .post(format!("{}/_sandbox/clock", self.sandbox.base_url()))
+            .json(&json!({"advance_seconds": seconds}))
+            .send()
+            .await
+            .unwrap();
+        assert!(response.status().is_success());
+    }
+
+    pub fn stats(&self) -> Stats {
+        self.sandbox.stats()
+    }
+
+    pub async fn share(
+        &self,
+        tenant: &str,
+        session_id: &str,
+        for_application: &str,
+        ttl_seconds: Option<u32>,
+    ) -> Result<ShareSessionResponse, Status> {
+        let request = ShareSessionRequest {
+            session_id: session_id.into(),
+            for_application_id: for_application.into(),
+            ttl_seconds,
+        };
+        self.share_client
+            .clone()
+            .share_session(with_tenant(tenant, request))
+            .await
+            .map(|r| r.into_inner())
+    }
+
+    /// Shares `session_id` of service-x for service-y; returns the token.
+    pub async fn token_for_y(&self, session_id: &str) -> String {
+        let y = demo("service-y").application_id.to_string();
+        self.share("service-x", session_id, &y, None)
+            .await
+            .unwrap()
+            .share_token
+    }
+
+    pub async fn import(
+        &self,
+        tenant: &str,
+        token: &str,
+        workflow_id: &str,
+        vendor_data: &str,
+        trust_review: bool,
+    ) -> Result<ImportSharedSessionResponse, Status> {
+        let request = ImportSharedSessionRequest {
+            share_token: token.into(),
+            workflow_id: workflow_id.into(),
+            vendor_data: vendor_data.into(),
+            trust_review,
+        };
+        self.import_client
+            .clone()
+            .import_shared_session(with_tenant(tenant, request))
+            .await
+            .map(|r| r.into_inner())
+    }
+
+    pub async fn stop(mut self) {
+        let server = self.begin_shutdown();
+        server.await.unwrap().unwrap();
+        self.sandbox.stop().await;
+    }
+}
+
+/// The sandbox's fixed demo application `name`.
+pub fn demo(name: &str) -> DemoApplication {
+    didit_share_gateway::sandbox::demo_applications()
+        .into_iter()
+        .find(|a| a.name == name)
+        .unwrap_or_else(|| panic!("no demo application {name}"))
+}
+
+/// Wraps `message` with `x-tenant-id`.
+pub fn with_tenant<T>(tenant: &str, message: T) -> Request<T> {
+    let mut request = Request::new(message);
+    request
+        .metadata_mut()
+        .insert("x-tenant-id", tenant.parse().unwrap());
+    request
+}
+
+/// The ErrorInfo reason of `status`, asserting the domain.
+pub fn reason(status: &Status) -> String {
+    let info = status
+        .get_details_error_info()
+        .unwrap_or_else(|| panic!("no ErrorInfo in {status:?}"));
+    assert_eq!(info.domain, "didit-share-gateway");
+    info.reason
+}
+
+/// The ErrorInfo metadata of `status`.
+pub fn error_metadata(status: &Status) -> std::collections::HashMap<String, String> {
+    status
+        .get_details_error_info()
+        .map(|i| i.metadata)
+        .unwrap_or_default()
+}
+
+/// Both dialects, for tests that must hold in each.
+pub const DIALECTS: [Dialect; 2] = [Dialect::Seeds, Dialect::OpenApi];
