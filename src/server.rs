@@ -43,6 +43,8 @@ pub struct ServeOptions {
     /// Pause between NOT_SERVING and closing the listener, so that load
     /// balancers and meshes stop routing here first.
     pub drain_delay: Duration,
+    /// TLS with required client certificates (auth mode mtls).
+    pub tls: Option<tonic::transport::ServerTlsConfig>,
 }
 
 /// Server failures.
@@ -118,7 +120,11 @@ pub async fn run(
             state.metrics.clone(),
         ));
 
-    let server = Server::builder()
+    let mut builder = Server::builder();
+    if let Some(tls) = options.tls.clone() {
+        builder = builder.tls_config(tls)?;
+    }
+    let server = builder
         .tcp_nodelay(true)
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
