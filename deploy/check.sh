@@ -150,7 +150,7 @@ check "yamllint deploy/kubernetes" \
 check "shellcheck deploy/check.sh" shellcheck "$deploy/check.sh"
 check "hadolint deploy/Dockerfile" \
   hadolint --no-color --config "$deploy/.hadolint.yaml" "$deploy/Dockerfile"
-check "mesh gateway.toml = base but auth.mode" \
+check "mesh gateway.toml = base outside [auth]" \
   "$py" "$manifests" config-drift \
   "$deploy/kubernetes/base/gateway.toml" "$deploy/kubernetes/overlays/mesh/gateway.toml"
 secret_example=$deploy/kubernetes/examples/didit-api-keys.secret.yaml

@@ -83,24 +83,31 @@ def cmd_split(rendered, core_out, crd_out):
     return 0
 
 
+def toml_sections(text):
+    """[(header, lines)] in file order; the preamble has header ''."""
+    out = [("", [])]
+    for line in text.splitlines():
+        if re.match(r"^\[\[?[A-Za-z0-9_.-]+\]\]?\s*(#.*)?$", line):
+            out.append((line.split("#")[0].strip(), []))
+        out[-1][1].append(line)
+    return out
+
+
 def cmd_config_drift(base, mesh):
-    """The mesh overlay's gateway.toml must equal the base's but for auth.mode."""
-    a = Path(base).read_text(encoding="utf-8").splitlines()
-    b = Path(mesh).read_text(encoding="utf-8").splitlines()
-    mode = re.compile(r'^mode = "[a-z]+"')
-    differing = [
-        (i + 1, x, y) for i, (x, y) in enumerate(zip(a, b)) if x != y
-    ]
+    """The mesh overlay's gateway.toml must equal the base's outside [auth]."""
+    a = [s for s in toml_sections(Path(base).read_text(encoding="utf-8")) if s[0] != "[auth]"]
+    b = [s for s in toml_sections(Path(mesh).read_text(encoding="utf-8")) if s[0] != "[auth]"]
+    rc = 0
+    for (ha, la), (hb, lb) in zip(a, b):
+        if (ha, la) != (hb, lb):
+            diff = "\n".join(f"  - {x}\n  + {y}" for x, y in zip(la, lb) if x != y)
+            rc = fail(f"{mesh}: section {hb or '(preamble)'} differs from {base}:\n"
+                      f"{diff or '  (lines added or removed)'}")
     if len(a) != len(b):
-        return fail(f"{mesh} has {len(b)} lines, {base} has {len(a)}: keep them in step")
-    bad = [d for d in differing if not (mode.match(d[1]) and mode.match(d[2]))]
-    for line, x, y in bad:
-        fail(f"{mesh}:{line} differs from {base} beyond auth.mode:\n  - {x}\n  + {y}")
-    if bad:
-        return 1
-    if tomllib.loads("\n".join(b))["auth"]["mode"] != "mesh":
-        return fail(f'{mesh}: auth.mode must be "mesh"')
-    return 0
+        rc = fail(f"{mesh} and {base} have different sections")
+    if tomllib.loads(Path(mesh).read_text(encoding="utf-8"))["auth"]["mode"] != "mesh":
+        rc = fail(f'{mesh}: auth.mode must be "mesh"')
+    return rc
 
 
 def cmd_check_config(binary, rendered, workdir):
@@ -273,6 +280,11 @@ def cmd_crosscheck(rendered, secret_example, overlay):
              f"allowed_callers {sorted(wanted)}")
         labels = dep["spec"]["template"]["metadata"].get("labels", {})
         need(labels.get("sidecar.istio.io/inject") == "true", "pod must ask for the sidecar")
+        proxy_id = config["auth"].get("trusted_proxy_identity")
+        own = (f"spiffe://cluster.local/ns/{dep['metadata'].get('namespace')}"
+               f"/sa/{pod.get('serviceAccountName')}")
+        need(proxy_id in (None, own),
+             f"auth.trusted_proxy_identity {proxy_id} is not the pod's own identity {own}")
     else:
         need(mode == "none", f'auth.mode is "{mode}", the base ships "none"')
 
