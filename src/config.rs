@@ -46,6 +46,7 @@ struct ServerSection {
     admin_listen: Option<String>,
     shutdown_grace: Option<String>,
     max_concurrent_requests: Option<usize>,
+    key_reload_interval: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -68,6 +69,10 @@ struct ReplaySection {
 #[serde(deny_unknown_fields)]
 struct AuthSection {
     mode: String,
+    trusted_proxy_identity: Option<String>,
+    server_cert_file: Option<PathBuf>,
+    server_key_file: Option<PathBuf>,
+    client_ca_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -84,11 +89,25 @@ struct TenantSection {
     rate_limit_per_minute: Option<u32>,
 }
 
-/// How callers are identified.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum AuthMode {
+/// How callers are identified (see [`crate::auth`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AuthConfig {
     /// No caller identity; any caller may use any tenant. Chosen explicitly.
     None,
+    /// A mesh sidecar terminates mTLS and sets `x-forwarded-client-cert`.
+    Mesh {
+        /// The sidecar's own identity, required in the XFCC `By=` when set.
+        trusted_proxy_identity: Option<String>,
+    },
+    /// The gateway terminates TLS and requires client certificates.
+    Mtls {
+        /// PEM certificate chain the gateway presents.
+        server_cert_file: PathBuf,
+        /// PEM private key of that certificate.
+        server_key_file: PathBuf,
+        /// PEM CA bundle client certificates must chain to.
+        client_ca_file: PathBuf,
+    },
 }
 
 /// Where a tenant's API key comes from.
@@ -162,7 +181,9 @@ pub struct Config {
     /// The replay store's bounds.
     pub replay: ReplayConfig,
     /// How callers are identified.
-    pub auth: AuthMode,
+    pub auth: AuthConfig,
+    /// How often API key files are checked for a rotated key.
+    pub key_reload_interval: Duration,
     /// The tenants, ids unique.
     pub tenants: Vec<TenantConfig>,
 }
@@ -187,6 +208,8 @@ pub mod defaults {
     pub const UPSTREAM_MAX_ATTEMPTS: u32 = 3;
     /// Didit's write limit per API key.
     pub const TENANT_RATE_LIMIT_PER_MINUTE: u32 = 300;
+    /// How often key files are re-read.
+    pub const KEY_RELOAD_INTERVAL: Duration = Duration::from_secs(5);
     /// Longest replay window allowed: a share token lives at most a day.
     pub const MAX_REPLAY_WINDOW: Duration = Duration::from_secs(86_400);
 }
@@ -287,19 +310,16 @@ impl Config {
             None => {
                 return Err(err(
                     "auth",
-                    "missing [auth] section: choose mode = \"none\" explicitly".into(),
+                    "missing [auth] section: choose mode = \"mtls\", \"mesh\" or \"none\" explicitly".into(),
                 ));
             }
-            Some(section) => match section.mode.as_str() {
-                "none" => AuthMode::None,
-                other => {
-                    return Err(err(
-                        "auth.mode",
-                        format!("unsupported mode {other:?}: this build supports \"none\""),
-                    ));
-                }
-            },
+            Some(section) => auth_config(section).map_err(|(key, problem)| err(&key, problem))?,
         };
+        let key_reload_interval = parse_duration(
+            file.server.key_reload_interval.as_deref(),
+            defaults::KEY_RELOAD_INTERVAL,
+        )
+        .map_err(|p| err("server.key_reload_interval", p))?;
 
         if file.tenants.is_empty() {
             return Err(err(
@@ -384,6 +404,7 @@ impl Config {
             upstream_max_attempts,
             replay: ReplayConfig { window, max_bytes },
             auth,
+            key_reload_interval,
             tenants,
         })
     }
@@ -399,15 +420,89 @@ impl Config {
                     key: format!("tenants[{i}]"),
                     problem,
                 })?;
-                Ok(Tenant::new(
+                let tenant = Tenant::new(
                     t.id.clone(),
                     t.application_id,
                     key,
                     t.allowed_callers.clone(),
                     t.rate_limit_per_minute,
-                ))
+                );
+                Ok(match &t.key_source {
+                    KeySource::File(path) => tenant.with_key_file(path.clone()),
+                    _ => tenant,
+                })
             })
             .collect()
+    }
+}
+
+/// Validates the `[auth]` section; errors carry the dotted key.
+fn auth_config(section: AuthSection) -> Result<AuthConfig, (String, String)> {
+    let tls_fields = [
+        ("auth.server_cert_file", &section.server_cert_file),
+        ("auth.server_key_file", &section.server_key_file),
+        ("auth.client_ca_file", &section.client_ca_file),
+    ];
+    match section.mode.as_str() {
+        "none" | "mesh" => {
+            if let Some((key, _)) = tls_fields.iter().find(|(_, v)| v.is_some()) {
+                return Err((
+                    key.to_string(),
+                    format!("only used with mode = \"mtls\", not {:?}", section.mode),
+                ));
+            }
+            if section.mode == "none" {
+                if section.trusted_proxy_identity.is_some() {
+                    return Err((
+                        "auth.trusted_proxy_identity".into(),
+                        "only used with mode = \"mesh\"".into(),
+                    ));
+                }
+                return Ok(AuthConfig::None);
+            }
+            Ok(AuthConfig::Mesh {
+                trusted_proxy_identity: section.trusted_proxy_identity,
+            })
+        }
+        "mtls" => {
+            if section.trusted_proxy_identity.is_some() {
+                return Err((
+                    "auth.trusted_proxy_identity".into(),
+                    "only used with mode = \"mesh\"".into(),
+                ));
+            }
+            let mut files = Vec::new();
+            for (key, value) in tls_fields {
+                let path = value
+                    .clone()
+                    .ok_or_else(|| (key.to_owned(), "required with mode = \"mtls\"".to_owned()))?;
+                let pem = std::fs::read_to_string(&path).map_err(|e| {
+                    (
+                        key.to_owned(),
+                        format!("cannot read {}: {e}", path.display()),
+                    )
+                })?;
+                if !pem.contains("-----BEGIN ") {
+                    return Err((key.to_owned(), format!("{} is not PEM", path.display())));
+                }
+                files.push(path);
+            }
+            let mut files = files.into_iter();
+            match (files.next(), files.next(), files.next()) {
+                (Some(server_cert_file), Some(server_key_file), Some(client_ca_file)) => {
+                    Ok(AuthConfig::Mtls {
+                        server_cert_file,
+                        server_key_file,
+                        client_ca_file,
+                    })
+                }
+                _ => Err(("auth".into(), "incomplete TLS settings".into())),
+            }
+        }
+        other => Err((
+            "auth.mode".into(),
+            format!("unknown mode {other:?}: choose \"mtls\", \"mesh\" or \"none\""),
+        )),
     }
 }
 

@@ -7,6 +7,8 @@
 //! # Layout
 //! - [`config`]: the TOML config and its validation.
 //! - [`tenant`]: tenants, their (redacted) API keys, `x-tenant-id` lookup.
+//! - [`auth`]: caller identity (mtls, mesh XFCC, none) and `allowed_callers`.
+//! - [`secrets`]: API key files re-read on change.
 //! - [`session`]: the plain-Rust domain: share/import requests and results.
 //! - [`gateway`]: the core: share and import with de-duplication and replay.
 //! - [`coalesce`]: in-flight de-duplication of identical calls.
@@ -27,6 +29,7 @@
 
 pub mod admin;
 pub mod app;
+pub mod auth;
 pub mod coalesce;
 pub mod config;
 pub mod convert;
@@ -38,6 +41,7 @@ pub mod metrics;
 pub mod proto;
 pub mod replay;
 pub mod sandbox;
+pub mod secrets;
 pub mod server;
 pub mod service;
 pub mod session;

@@ -46,6 +46,8 @@ pub struct ServeOptions {
     /// Pause between NOT_SERVING and closing the listener, so that load
     /// balancers and meshes stop routing here first.
     pub drain_delay: Duration,
+    /// TLS with required client certificates (auth mode mtls).
+    pub tls: Option<tonic::transport::ServerTlsConfig>,
 }
 
 /// Server failures.
@@ -82,16 +84,25 @@ pub async fn run(
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        // google.rpc.ErrorInfo & co., so grpcurl can decode error details.
+        .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
         .build_v1()?;
     let reflection_v1alpha = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
         .build_v1alpha()?;
 
     set_health(&reporter, ServingStatus::Serving).await;
     ready.store(true, Ordering::Release);
 
-    let listener = Listener::new(grpc_listener);
+    // The server's own TCP options apply only to listeners it binds:
+    // without nodelay, small unary answers wait out Nagle + delayed ACK.
+    let listener = Listener::new(
+        TcpIncoming::from(grpc_listener)
+            .with_nodelay(Some(true))
+            .with_keepalive(Some(Duration::from_secs(60))),
+    );
     let accepting = listener.clone();
     let (drain_started, drain_began) = tokio::sync::oneshot::channel::<tokio::time::Instant>();
     let mut drain_reporter = reporter.clone();
@@ -128,7 +139,11 @@ pub async fn run(
             state.metrics.clone(),
         ));
 
-    let server = Server::builder()
+    let mut builder = Server::builder();
+    if let Some(tls) = options.tls.clone() {
+        builder = builder.tls_config(tls)?;
+    }
+    let server = builder
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
         .layer(layers)
@@ -208,10 +223,7 @@ pub async fn run(
 struct Listener(Arc<Mutex<Option<TcpIncoming>>>);
 
 impl Listener {
-    fn new(listener: TcpListener) -> Self {
-        // `Server::tcp_nodelay` is ignored by `serve_with_incoming`: set it
-        // on the accepted sockets, or Nagle delays small gRPC frames.
-        let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    fn new(incoming: TcpIncoming) -> Self {
         Self(Arc::new(Mutex::new(Some(incoming))))
     }
 

@@ -47,6 +47,10 @@ pub struct Tenant {
     pub allowed_callers: Vec<String>,
     /// Calls per minute this tenant may make through the gateway.
     pub rate_limit_per_minute: u32,
+    /// The file the key is re-read from when it changes, if any.
+    key_file: Option<std::path::PathBuf>,
+    /// Whether the last reload of the key file failed (to log changes once).
+    pub(crate) key_reload_failing: std::sync::atomic::AtomicBool,
 }
 
 impl Tenant {
@@ -64,7 +68,20 @@ impl Tenant {
             key: RwLock::new(Arc::new(key)),
             allowed_callers,
             rate_limit_per_minute,
+            key_file: None,
+            key_reload_failing: std::sync::atomic::AtomicBool::new(false),
         }
+    }
+
+    /// Marks the key as coming from `path`, to be re-read on change.
+    pub fn with_key_file(mut self, path: std::path::PathBuf) -> Self {
+        self.key_file = Some(path);
+        self
+    }
+
+    /// The key file watched for rotation, if any.
+    pub fn key_file(&self) -> Option<&std::path::Path> {
+        self.key_file.as_deref()
     }
 
     /// The key to use for the next upstream call.

@@ -6,10 +6,10 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use didit_share_gateway::config::{Config, KeySource};
+use didit_share_gateway::config::{AuthConfig, Config, KeySource};
 use didit_share_gateway::sandbox::{Dialect, RateLimit, Sandbox, SandboxConfig};
 use didit_share_gateway::telemetry::{self, LogFormat};
-use didit_share_gateway::{app, metrics::Metrics, server};
+use didit_share_gateway::{app, metrics::Metrics, secrets, server};
 use tokio::net::TcpListener;
 
 /// EX_USAGE: bad flags or config.
@@ -161,7 +161,21 @@ async fn serve(cli: Cli) -> ExitCode {
     if let Some(sandbox) = &sandbox {
         print_sandbox_banner(sandbox, &grpc_addr);
     }
+    if config.auth == AuthConfig::None {
+        tracing::warn!(
+            "auth mode none: any caller that can reach this port may act for any tenant"
+        );
+    }
+    let watcher = secrets::spawn_key_watcher(&state, config.key_reload_interval);
+    let reloader = cli
+        .config
+        .clone()
+        .map(|path| tokio::spawn(reload_on_sighup(state.clone(), config.clone(), path)));
     let result = server::run(grpc, admin, state, options, shutdown_signal()).await;
+    watcher.abort();
+    if let Some(reloader) = reloader {
+        reloader.abort();
+    }
     if let Some(sandbox) = sandbox {
         sandbox.stop().await;
     }
@@ -181,6 +195,38 @@ fn unavailable(message: &str) -> ExitCode {
     tracing::error!("{message}");
     eprintln!("didit-share-gateway: {message}");
     ExitCode::from(EXIT_UNAVAILABLE)
+}
+
+/// Re-reads the config on every SIGHUP; a bad one is logged and ignored.
+async fn reload_on_sighup(
+    state: std::sync::Arc<didit_share_gateway::service::AppState>,
+    mut running: Config,
+    path: PathBuf,
+) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut hangups = match signal(SignalKind::hangup()) {
+            Ok(s) => s,
+            Err(err) => {
+                tracing::warn!(error = %err, "cannot listen for SIGHUP; config reload disabled");
+                return;
+            }
+        };
+        while hangups.recv().await.is_some() {
+            tracing::info!(config = %path.display(), "SIGHUP received: reloading config");
+            match app::reload(&state, &running, &path) {
+                Ok(new) => running = new,
+                Err(err) => {
+                    tracing::error!(error = %err, "config reload rejected; the running config stays")
+                }
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = (state, running, path);
+    }
 }
 
 /// Resolves on SIGTERM or SIGINT.
@@ -251,7 +297,25 @@ fn check_config(path: &std::path::Path) -> ExitCode {
         "  limits          {} concurrent calls, shutdown grace {:?}",
         config.max_concurrent_requests, config.shutdown_grace
     );
-    println!("  auth            {:?}", config.auth);
+    let auth = match &config.auth {
+        AuthConfig::None => "none (any caller may act for any tenant)".to_owned(),
+        AuthConfig::Mesh {
+            trusted_proxy_identity,
+        } => format!(
+            "mesh (identity from x-forwarded-client-cert{})",
+            trusted_proxy_identity
+                .as_ref()
+                .map(|by| format!(", By= must be {by}"))
+                .unwrap_or_default()
+        ),
+        AuthConfig::Mtls { client_ca_file, .. } => {
+            format!(
+                "mtls (client certificates from {})",
+                client_ca_file.display()
+            )
+        }
+    };
+    println!("  auth            {auth}");
     for t in &config.tenants {
         let key = match &t.key_source {
             KeySource::File(p) => format!("key file {}", p.display()),

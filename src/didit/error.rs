@@ -31,6 +31,29 @@ pub enum Rejection {
     Other,
 }
 
+impl Rejection {
+    /// A short human sentence for error messages.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Self::SessionNotFound => "the session does not exist in this tenant's application",
+            Self::SessionNotFinished => {
+                "only Approved, Declined or In Review sessions can be shared"
+            }
+            Self::CredentialsRejected => "the tenant's API key is invalid or lacks write:sessions",
+            Self::TokenInvalid => "the share token is invalid; ask the partner for a new one",
+            Self::TokenExpired => "the share token has expired; ask the partner for a new one",
+            Self::TokenWrongApplication => "the share token was minted for another application",
+            Self::AlreadyImported => "this share token was already imported into this application",
+            Self::SourceSessionNotFound => "the original session no longer exists",
+            Self::WorkflowNotFound => {
+                "the workflow does not exist in the importing application, or is of the other kind"
+            }
+            Self::InvalidRequest => "Didit found a field invalid (see upstream_detail)",
+            Self::Other => "Didit refused for another reason (see upstream_detail)",
+        }
+    }
+}
+
 /// What Didit said, kept for ErrorInfo metadata and logs. `detail` is
 /// Didit's message with any secret of the request scrubbed out.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -49,7 +72,7 @@ pub struct UpstreamReply {
 #[derive(Clone, Debug, thiserror::Error)]
 pub enum DiditError {
     /// Didit answered 4xx for a reason listed in [`Rejection`].
-    #[error("Didit rejected the request ({rejection:?}, HTTP {})", reply.status)]
+    #[error("Didit refused the request: {} (HTTP {})", rejection.describe(), reply.status)]
     Rejected {
         /// The classified reason.
         rejection: Rejection,

@@ -27,11 +27,13 @@ impl ImportService for ImportApi {
         &self,
         request: Request<ImportSharedSessionRequest>,
     ) -> Result<Response<ImportSharedSessionResponse>, Status> {
+        let peer_certs = request.peer_certs();
         let (metadata, _, message) = request.into_parts();
         serve(
             &self.state,
             "ImportSharedSession",
             &metadata,
+            peer_certs,
             |tenant, ctx| async move {
                 let input = convert::import_request(message)?;
                 let outcome = self.state.gateway.import(&tenant, input, ctx).await?;

@@ -6,13 +6,14 @@ mod import;
 mod share;
 
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use tokio::time::Instant;
 use tonic::metadata::{MetadataMap, MetadataValue};
 use tonic::{Response, Status};
 
+use crate::auth::{AuthPolicy, caller_allowed};
 use crate::didit::CallContext;
 use crate::error::GatewayError;
 use crate::gateway::Gateway;
@@ -26,10 +27,46 @@ pub use share::ShareApi;
 pub struct AppState {
     /// The core.
     pub gateway: Gateway,
-    /// The configured tenants.
-    pub tenants: Tenants,
     /// The metrics registry.
     pub metrics: Metrics,
+    /// Tenants and caller policy; replaced as a whole on a config reload.
+    settings: RwLock<Arc<Settings>>,
+}
+
+/// The part of the configuration a reload (SIGHUP) replaces atomically.
+pub struct Settings {
+    /// The configured tenants and their keys.
+    pub tenants: Tenants,
+    /// How callers are identified.
+    pub auth: AuthPolicy,
+}
+
+impl AppState {
+    /// State serving `settings`.
+    pub fn new(gateway: Gateway, metrics: Metrics, settings: Settings) -> Self {
+        Self {
+            gateway,
+            metrics,
+            settings: RwLock::new(Arc::new(settings)),
+        }
+    }
+
+    /// The settings in force now; a call keeps the ones it started with.
+    pub fn settings(&self) -> Arc<Settings> {
+        match self.settings.read() {
+            Ok(s) => Arc::clone(&s),
+            Err(poisoned) => Arc::clone(&poisoned.into_inner()),
+        }
+    }
+
+    /// Installs new settings for every call from now on.
+    pub fn replace_settings(&self, settings: Settings) {
+        let mut slot = match self.settings.write() {
+            Ok(s) => s,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        *slot = Arc::new(settings);
+    }
 }
 
 /// The metadata key of the request id, echoed on every answer.
@@ -39,11 +76,16 @@ const REQUEST_ID: &str = "x-request-id";
 /// with its details, reaches the caller before its own timer fires.
 const DEADLINE_MARGIN: Duration = Duration::from_millis(5);
 
-/// Runs one call: tenant lookup, context, the work, metrics and the log line.
+/// The verified client certificates of a call's connection (mtls mode).
+pub(crate) type PeerCerts = Option<Arc<Vec<tonic::transport::CertificateDer<'static>>>>;
+
+/// Runs one call: tenant lookup, caller authorization, context, the work,
+/// metrics and the log line.
 pub(crate) async fn serve<T, F, Fut>(
     state: &AppState,
     method: &'static str,
     metadata: &MetadataMap,
+    peer_certs: PeerCerts,
     work: F,
 ) -> Result<Response<T>, Status>
 where
@@ -52,14 +94,24 @@ where
 {
     let started = std::time::Instant::now();
     let request_id = request_id(metadata);
+    let settings = state.settings();
     let tenant_header = metadata.get(TENANT_HEADER).and_then(|v| v.to_str().ok());
     let tenant_label = match tenant_header {
-        Some(id) if state.tenants.contains(id) => id.to_owned(),
+        Some(id) if settings.tenants.contains(id) => id.to_owned(),
         _ => "unknown".to_owned(),
+    };
+    let caller = settings
+        .auth
+        .identify(metadata, peer_certs.as_deref().map(Vec::as_slice));
+    let caller_label = match &caller {
+        Ok(Some(id)) => id.clone(),
+        Ok(None) => "-".to_owned(),
+        Err(err) => format!("<{err}>"),
     };
     state.metrics.rpcs_in_flight.inc();
     let result = async {
-        let tenant = state.tenants.resolve(tenant_header)?;
+        let tenant = settings.tenants.resolve(tenant_header)?;
+        authorize(&tenant, caller)?;
         let ctx = CallContext {
             deadline: grpc_timeout(metadata)
                 .map(|t| Instant::now() + t.saturating_sub(DEADLINE_MARGIN)),
@@ -96,11 +148,20 @@ where
     let latency_ms = elapsed.as_secs_f64() * 1e3;
     match &result {
         Ok(_) => {
-            tracing::info!(%request_id, tenant = %tenant_label, method, code = "OK", latency_ms, "call")
+            tracing::info!(
+                %request_id,
+                tenant = %tenant_label,
+                caller = %caller_label,
+                method,
+                code = "OK",
+                latency_ms,
+                "call"
+            )
         }
         Err(err) => tracing::warn!(
             %request_id,
             tenant = %tenant_label,
+            caller = %caller_label,
             method,
             code = code_name(code),
             reason,
@@ -125,6 +186,25 @@ where
             }
             Err(status)
         }
+    }
+}
+
+/// May the identified caller act for `tenant`? (`None` = auth mode none.)
+fn authorize(
+    tenant: &Tenant,
+    caller: Result<Option<String>, crate::auth::IdentityError>,
+) -> Result<(), GatewayError> {
+    match caller {
+        Ok(None) => Ok(()),
+        Ok(Some(identity)) if caller_allowed(&tenant.allowed_callers, &identity) => Ok(()),
+        Ok(Some(identity)) => Err(GatewayError::CallerNotAllowed {
+            caller: identity,
+            tenant: tenant.id.clone(),
+        }),
+        Err(err) => Err(GatewayError::CallerNotAllowed {
+            caller: format!("<{err}>"),
+            tenant: tenant.id.clone(),
+        }),
     }
 }
 

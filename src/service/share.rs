@@ -27,11 +27,13 @@ impl ShareService for ShareApi {
         &self,
         request: Request<ShareSessionRequest>,
     ) -> Result<Response<ShareSessionResponse>, Status> {
+        let peer_certs = request.peer_certs();
         let (metadata, _, message) = request.into_parts();
         serve(
             &self.state,
             "ShareSession",
             &metadata,
+            peer_certs,
             |tenant, ctx| async move {
                 let input = convert::share_request(message)?;
                 let outcome = self.state.gateway.share(&tenant, input, ctx).await?;

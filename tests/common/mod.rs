@@ -35,6 +35,8 @@ pub struct TestEnv {
     pub grpc_addr: SocketAddr,
     pub admin_addr: SocketAddr,
     pub state: Arc<AppState>,
+    /// The config the gateway runs with.
+    pub config: Config,
     pub share_client: ShareServiceClient<Channel>,
     pub import_client: ImportServiceClient<Channel>,
     pub channel: Channel,
@@ -81,6 +83,8 @@ impl TestEnv {
         }
         tweak(&mut config);
         let (state, mut options) = app::build(&config, Metrics::new()).unwrap();
+        let watcher =
+            didit_share_gateway::secrets::spawn_key_watcher(&state, config.key_reload_interval);
         options.drain_delay = std::time::Duration::from_millis(50);
         let grpc = TcpListener::bind(loopback).await.unwrap();
         let admin = TcpListener::bind(loopback).await.unwrap();
@@ -92,20 +96,21 @@ impl TestEnv {
             admin,
             Arc::clone(&state),
             options,
-            async {
+            async move {
                 let _ = stopped.await;
+                watcher.abort();
             },
         ));
+        // Lazy: in mtls mode this plaintext channel is never usable.
         let channel = Channel::from_shared(format!("http://{grpc_addr}"))
             .unwrap()
-            .connect()
-            .await
-            .unwrap();
+            .connect_lazy();
         Self {
             sandbox,
             grpc_addr,
             admin_addr,
             state,
+            config,
             share_client: ShareServiceClient::new(channel.clone()),
             import_client: ImportServiceClient::new(channel.clone()),
             channel,

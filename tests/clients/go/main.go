@@ -1,0 +1,412 @@
+// Go client for didit-share-gateway, built by tests/clients/run.sh against
+// stubs generated from proto/ at test time (GOPATH mode, Debian's grpc-go).
+//
+// Usage: go-client GRPC_ADDR SANDBOX_URL
+//
+// It shares finished KYC and KYB sessions of tenant service-x with
+// service-y, imports them as service-y (trust_review true and false), reads
+// the google.rpc.ErrorInfo of failed calls, calls grpc.health.v1.Health and
+// uses deadlines. Every check prints PASS or FAIL; the exit code is non-zero
+// when any check failed.
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/ioutil"
+	"net/http"
+	"os"
+	"strings"
+	"time"
+
+	sharev1 "example.com/didit-share-gateway/gen/didit/share/v1"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+)
+
+const (
+	lang        = "go"
+	errorDomain = "didit-share-gateway"
+	callTimeout = 5 * time.Second
+)
+
+// ---- the sandbox's admin API (test setup only; real callers never use it) ----
+
+type application struct {
+	Name          string            `json:"name"`
+	ApplicationID string            `json:"application_id"`
+	Workflows     map[string]string `json:"workflows"`
+}
+
+type sandbox struct{ base string }
+
+func (s sandbox) do(method, path string, body interface{}, out interface{}) error {
+	var rd *bytes.Reader
+	if body != nil {
+		b, err := json.Marshal(body)
+		if err != nil {
+			return err
+		}
+		rd = bytes.NewReader(b)
+	} else {
+		rd = bytes.NewReader(nil)
+	}
+	req, err := http.NewRequest(method, s.base+path, rd)
+	if err != nil {
+		return err
+	}
+	req.Header.Set("content-type", "application/json")
+	resp, err := (&http.Client{Timeout: 10 * time.Second}).Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	data, _ := ioutil.ReadAll(resp.Body)
+	if resp.StatusCode/100 != 2 {
+		return fmt.Errorf("%s %s: HTTP %d: %s", method, path, resp.StatusCode, data)
+	}
+	if out != nil {
+		return json.Unmarshal(data, out)
+	}
+	return nil
+}
+
+func (s sandbox) applications() (map[string]application, error) {
+	var apps []application
+	if err := s.do("GET", "/_sandbox/applications", nil, &apps); err != nil {
+		return nil, err
+	}
+	m := map[string]application{}
+	for _, a := range apps {
+		m[a.Name] = a
+	}
+	for _, n := range []string{"service-x", "service-y"} {
+		if m[n].ApplicationID == "" || m[n].Workflows["user"] == "" || m[n].Workflows["business"] == "" {
+			return nil, fmt.Errorf("sandbox application %q missing or incomplete: %+v", n, m[n])
+		}
+	}
+	return m, nil
+}
+
+// newSession creates a finished session owned by appID and returns its id.
+func (s sandbox) newSession(appID, kind, st string) (string, error) {
+	var out struct {
+		SessionID string `json:"session_id"`
+	}
+	err := s.do("POST", "/_sandbox/sessions",
+		map[string]string{"application_id": appID, "session_kind": kind, "status": st}, &out)
+	if err == nil && out.SessionID == "" {
+		err = errors.New("sandbox returned no session_id")
+	}
+	return out.SessionID, err
+}
+
+// ---- calling the gateway ----
+
+type client struct {
+	share  sharev1.ShareServiceClient
+	imp    sharev1.ImportServiceClient
+	health healthpb.HealthClient
+}
+
+// tenantCtx names the caller's tenant in x-tenant-id and sets a deadline.
+func tenantCtx(tenant string, timeout time.Duration) (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	return metadata.AppendToOutgoingContext(ctx, "x-tenant-id", tenant), cancel
+}
+
+func (c client) shareSession(tenant, sessionID, forApp string) (*sharev1.ShareSessionResponse, error) {
+	ctx, cancel := tenantCtx(tenant, callTimeout)
+	defer cancel()
+	return c.share.ShareSession(ctx, &sharev1.ShareSessionRequest{SessionId: sessionID, ForApplicationId: forApp})
+}
+
+func (c client) importSession(tenant, token, workflow, vendorData string, trust bool) (*sharev1.ImportSharedSessionResponse, error) {
+	ctx, cancel := tenantCtx(tenant, callTimeout)
+	defer cancel()
+	return c.imp.ImportSharedSession(ctx, &sharev1.ImportSharedSessionRequest{
+		ShareToken: token, WorkflowId: workflow, VendorData: vendorData, TrustReview: trust,
+	})
+}
+
+// errorInfo returns the gRPC code and the google.rpc.ErrorInfo detail of err.
+func errorInfo(err error) (codes.Code, *errdetails.ErrorInfo, []interface{}) {
+	st, _ := status.FromError(err)
+	details := st.Details()
+	for _, d := range details {
+		if info, ok := d.(*errdetails.ErrorInfo); ok {
+			return st.Code(), info, details
+		}
+	}
+	return st.Code(), nil, details
+}
+
+func expectError(err error, code codes.Code, reason string) error {
+	if err == nil {
+		return fmt.Errorf("call succeeded, want %s/%s", code, reason)
+	}
+	got, info, details := errorInfo(err)
+	if got != code {
+		return fmt.Errorf("code %s, want %s (%v)", got, code, err)
+	}
+	if info == nil {
+		return fmt.Errorf("no google.rpc.ErrorInfo in status details (details: %v)", details)
+	}
+	if info.Reason != reason || info.Domain != errorDomain {
+		return fmt.Errorf("ErrorInfo reason=%q domain=%q, want %q/%q", info.Reason, info.Domain, reason, errorDomain)
+	}
+	return nil
+}
+
+// ---- checks ----
+
+type runner struct{ passed, failed int }
+
+func (r *runner) check(name string, f func() error) {
+	if err := f(); err != nil {
+		r.failed++
+		fmt.Printf("[%s] FAIL %s: %v\n", lang, name, err)
+		return
+	}
+	r.passed++
+	fmt.Printf("[%s] PASS %s\n", lang, name)
+}
+
+func checkShare(resp *sharev1.ShareSessionResponse, err error, forApp string, kind sharev1.SessionKind) error {
+	if err != nil {
+		return err
+	}
+	if strings.Count(resp.ShareToken, ".") != 2 {
+		return fmt.Errorf("share_token is not a JWT (%d chars)", len(resp.ShareToken))
+	}
+	if resp.ForApplicationId != forApp || resp.SessionKind != kind {
+		return fmt.Errorf("for_application_id=%q session_kind=%s, want %q/%s", resp.ForApplicationId, resp.SessionKind, forApp, kind)
+	}
+	if resp.ExpiresAt == nil || !resp.ExpiresAt.AsTime().After(time.Now()) {
+		return fmt.Errorf("expires_at %v is not in the future", resp.ExpiresAt)
+	}
+	return nil
+}
+
+func checkImport(resp *sharev1.ImportSharedSessionResponse, err error, from, vendorData string,
+	kind sharev1.SessionKind, st sharev1.SessionStatus, raw string) error {
+	if err != nil {
+		return err
+	}
+	var problems []string
+	if resp.SessionId == "" || resp.SessionId == from {
+		problems = append(problems, fmt.Sprintf("session_id=%q", resp.SessionId))
+	}
+	if resp.SessionKind != kind {
+		problems = append(problems, fmt.Sprintf("session_kind=%s want %s", resp.SessionKind, kind))
+	}
+	if resp.Status != st || resp.StatusRaw != raw {
+		problems = append(problems, fmt.Sprintf("status=%s status_raw=%q want %s/%q", resp.Status, resp.StatusRaw, st, raw))
+	}
+	if resp.SharedFromSession != from {
+		problems = append(problems, fmt.Sprintf("shared_from_session=%q want %q", resp.SharedFromSession, from))
+	}
+	if resp.VendorData != vendorData {
+		problems = append(problems, fmt.Sprintf("vendor_data=%q want %q", resp.VendorData, vendorData))
+	}
+	if kind == sharev1.SessionKind_SESSION_KIND_USER && len(resp.IdVerifications) == 0 {
+		problems = append(problems, "id_verifications empty")
+	}
+	if kind == sharev1.SessionKind_SESSION_KIND_BUSINESS && len(resp.RegistryChecks) == 0 {
+		problems = append(problems, "registry_checks empty")
+	}
+	if !json.Valid(resp.RawJson) || len(resp.RawJson) == 0 {
+		problems = append(problems, fmt.Sprintf("raw_json not JSON (%d bytes)", len(resp.RawJson)))
+	}
+	if resp.Replayed {
+		problems = append(problems, "replayed=true on a first import")
+	}
+	if len(problems) > 0 {
+		return errors.New(strings.Join(problems, "; "))
+	}
+	return nil
+}
+
+// tamper changes the first character of the JWT signature, so the token
+// keeps its shape but no longer verifies.
+func tamper(token string) string {
+	i := strings.LastIndex(token, ".") + 1
+	if i <= 0 || i >= len(token) {
+		return token + "x"
+	}
+	c := byte('A')
+	if token[i] == 'A' {
+		c = 'B'
+	}
+	return token[:i] + string(c) + token[i+1:]
+}
+
+func main() {
+	if len(os.Args) != 3 {
+		fmt.Fprintln(os.Stderr, "usage: go-client GRPC_ADDR SANDBOX_URL")
+		os.Exit(2)
+	}
+	addr, sb := os.Args[1], sandbox{strings.TrimRight(os.Args[2], "/")}
+	r := &runner{}
+	defer func() {
+		fmt.Printf("%s: %d passed, %d failed\n", lang, r.passed, r.failed)
+		if r.failed > 0 {
+			os.Exit(1)
+		}
+	}()
+
+	apps, err := sb.applications()
+	if err != nil {
+		r.check("setup", func() error { return err })
+		return
+	}
+	x, y := apps["service-x"], apps["service-y"]
+
+	dialCtx, cancel := context.WithTimeout(context.Background(), callTimeout)
+	conn, err := grpc.DialContext(dialCtx, addr, grpc.WithInsecure(), grpc.WithBlock())
+	cancel()
+	if err != nil {
+		r.check("connect", func() error { return err })
+		return
+	}
+	defer conn.Close()
+	c := client{sharev1.NewShareServiceClient(conn), sharev1.NewImportServiceClient(conn), healthpb.NewHealthClient(conn)}
+
+	for _, svc := range []struct{ check, name string }{
+		{"health_overall", ""},
+		{"health_share_service", "didit.share.v1.ShareService"},
+		{"health_import_service", "didit.share.v1.ImportService"},
+	} {
+		svc := svc
+		r.check(svc.check, func() error {
+			ctx, cancel := context.WithTimeout(context.Background(), callTimeout)
+			defer cancel()
+			resp, err := c.health.Check(ctx, &healthpb.HealthCheckRequest{Service: svc.name})
+			if err != nil {
+				return err
+			}
+			if resp.Status != healthpb.HealthCheckResponse_SERVING {
+				return fmt.Errorf("status %s, want SERVING", resp.Status)
+			}
+			return nil
+		})
+	}
+
+	// KYC and KYB: share from service-x, import into service-y twice (each
+	// import needs its own token: a token imports once per application).
+	for _, k := range []struct {
+		name, kind, status string
+		protoKind          sharev1.SessionKind
+		rawTrusted         string
+		rawReview          string
+	}{
+		{"kyc", "user", "Approved", sharev1.SessionKind_SESSION_KIND_USER, "Approved", "In Review"},
+		{"kyb", "business", "APPROVED", sharev1.SessionKind_SESSION_KIND_BUSINESS, "APPROVED", "IN_REVIEW"},
+	} {
+		k := k
+		orig, err := sb.newSession(x.ApplicationID, k.kind, k.status)
+		if err != nil {
+			r.check(k.name+"_setup", func() error { return err })
+			continue
+		}
+		var token string
+		r.check(k.name+"_share", func() error {
+			resp, err := c.shareSession("service-x", orig, y.ApplicationID)
+			if err == nil {
+				token = resp.ShareToken
+			}
+			return checkShare(resp, err, y.ApplicationID, k.protoKind)
+		})
+		r.check(k.name+"_import_trust_review_true", func() error {
+			if token == "" {
+				return errors.New("no token from the share check")
+			}
+			vd := lang + "-" + k.name + "-trusted"
+			resp, err := c.importSession("service-y", token, y.Workflows[k.kind], vd, true)
+			return checkImport(resp, err, orig, vd, k.protoKind, sharev1.SessionStatus_SESSION_STATUS_APPROVED, k.rawTrusted)
+		})
+		r.check(k.name+"_import_trust_review_false", func() error {
+			share, err := c.shareSession("service-x", orig, y.ApplicationID)
+			if err != nil {
+				return fmt.Errorf("second share: %v", err)
+			}
+			vd := lang + "-" + k.name + "-review"
+			resp, err := c.importSession("service-y", share.ShareToken, y.Workflows[k.kind], vd, false)
+			return checkImport(resp, err, orig, vd, k.protoKind, sharev1.SessionStatus_SESSION_STATUS_IN_REVIEW, k.rawReview)
+		})
+	}
+
+	// Errors: the reason is read from the google.rpc.ErrorInfo status detail.
+	orig, err := sb.newSession(x.ApplicationID, "user", "Approved")
+	if err != nil {
+		r.check("errors_setup", func() error { return err })
+		return
+	}
+	r.check("error_invalid_token", func() error {
+		share, err := c.shareSession("service-x", orig, y.ApplicationID)
+		if err != nil {
+			return fmt.Errorf("share: %v", err)
+		}
+		_, err = c.importSession("service-y", tamper(share.ShareToken), y.Workflows["user"], lang+"-bad", false)
+		return expectError(err, codes.FailedPrecondition, "SHARE_TOKEN_INVALID")
+	})
+	r.check("error_wrong_application", func() error {
+		share, err := c.shareSession("service-x", orig, y.ApplicationID)
+		if err != nil {
+			return fmt.Errorf("share: %v", err)
+		}
+		// Minted for service-y, imported by service-x.
+		_, err = c.importSession("service-x", share.ShareToken, x.Workflows["user"], lang+"-wrong", false)
+		return expectError(err, codes.PermissionDenied, "SHARE_TOKEN_WRONG_APPLICATION")
+	})
+	r.check("error_unknown_tenant", func() error {
+		_, err := c.shareSession("no-such-tenant", orig, y.ApplicationID)
+		return expectError(err, codes.Unauthenticated, "UNKNOWN_TENANT")
+	})
+	r.check("error_invalid_request", func() error {
+		_, err := c.shareSession("service-x", "not-a-uuid", y.ApplicationID)
+		if err := expectError(err, codes.InvalidArgument, "INVALID_REQUEST"); err != nil {
+			return err
+		}
+		_, _, details := errorInfo(err)
+		for _, d := range details {
+			if br, ok := d.(*errdetails.BadRequest); ok && len(br.FieldViolations) > 0 {
+				return nil
+			}
+		}
+		return fmt.Errorf("no google.rpc.BadRequest field violation in details: %v", details)
+	})
+
+	// Deadlines: a 5 s deadline on a real call succeeds; a 200 ms deadline
+	// while the sandbox answers after 1 s ends in DEADLINE_EXCEEDED.
+	r.check("deadline_5s_ok", func() error {
+		ctx, cancel := tenantCtx("service-x", 5*time.Second)
+		defer cancel()
+		_, err := c.share.ShareSession(ctx, &sharev1.ShareSessionRequest{SessionId: orig, ForApplicationId: y.ApplicationID})
+		return err
+	})
+	r.check("deadline_exceeded", func() error {
+		if err := sb.do("PUT", "/_sandbox/faults", map[string]int{"latency_ms": 1000}, nil); err != nil {
+			return fmt.Errorf("inject latency: %v", err)
+		}
+		defer sb.do("DELETE", "/_sandbox/faults", nil, nil)
+		ctx, cancel := tenantCtx("service-x", 200*time.Millisecond)
+		defer cancel()
+		start := time.Now()
+		_, err := c.share.ShareSession(ctx, &sharev1.ShareSessionRequest{SessionId: orig, ForApplicationId: y.ApplicationID})
+		if code := status.Code(err); code != codes.DeadlineExceeded {
+			return fmt.Errorf("code %s, want DeadlineExceeded (%v)", code, err)
+		}
+		if el := time.Since(start); el > 900*time.Millisecond {
+			return fmt.Errorf("took %v, the deadline was 200ms", el)
+		}
+		return nil
+	})
+}
