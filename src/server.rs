@@ -126,6 +126,17 @@ pub async fn run(
         let _ = drain_started.send(began);
     };
 
+    // Each configured tenant's key reload failures are exported at 0 from
+    // the start (the rate-limit layer does the same for its counter).
+    for (tenant, _) in &options.tenant_limits {
+        let _ = state
+            .metrics
+            .key_reload_failures
+            .get_or_create(&crate::metrics::TenantLabels {
+                tenant: tenant.clone(),
+            });
+    }
+
     let layers = tower::ServiceBuilder::new()
         // Outermost: a tenant over its rate is refused before it takes a
         // concurrency slot from well-behaved tenants.
