@@ -327,6 +327,14 @@ async fn every_documented_series_is_exported() {
         ),
         Some(0.0)
     );
+    assert_eq!(
+        value(
+            &all,
+            "dsg_api_key_reload_failures_total",
+            &[("tenant", "service-x")]
+        ),
+        Some(0.0)
+    );
 
     // Build information.
     assert_eq!(
