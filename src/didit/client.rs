@@ -203,20 +203,7 @@ impl DiditClient {
                 DiditError::RateLimited { retry_after, .. } => *retry_after,
                 _ => None,
             };
-            let retryable = match endpoint {
-                // Minting a token twice is harmless: retry outages and 429s
-                // that say when to come back.
-                Endpoint::Share => match &err.error {
-                    DiditError::Unavailable { reply, .. } => {
-                        reply.as_ref().is_none_or(|r| matches!(r.status, 502..=504))
-                    }
-                    DiditError::RateLimited { retry_after, .. } => retry_after.is_some(),
-                    _ => false,
-                },
-                // A second import POST would be refused as a duplicate:
-                // retry only when the request provably never left.
-                Endpoint::Import => !err.maybe_sent,
-            };
+            let retryable = retryable(endpoint, &err);
             if !retryable || attempt >= self.config.retry.max_attempts {
                 return Err(err.error);
             }
@@ -379,6 +366,29 @@ impl DiditClient {
     }
 }
 
+/// Whether a failed attempt may be sent again (attempt limit, deadline
+/// and budget permitting).
+fn retryable(endpoint: Endpoint, err: &AttemptError) -> bool {
+    // A request that never left (connect refused or timed out) can always
+    // be sent again.
+    if !err.maybe_sent {
+        return true;
+    }
+    match endpoint {
+        // Minting a token twice is harmless: retry outages and 429s that
+        // say when to come back.
+        Endpoint::Share => match &err.error {
+            DiditError::Unavailable { reply, .. } => {
+                reply.as_ref().is_none_or(|r| matches!(r.status, 502..=504))
+            }
+            DiditError::RateLimited { retry_after, .. } => retry_after.is_some(),
+            _ => false,
+        },
+        // A second import POST would be refused as a duplicate.
+        Endpoint::Import => false,
+    }
+}
+
 fn protocol(status: u16, cause: String) -> DiditError {
     DiditError::Protocol { cause, status }
 }
@@ -406,5 +416,71 @@ fn transport_error(err: reqwest::Error) -> AttemptError {
             },
             maybe_sent: true,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::didit::UpstreamReply;
+
+    fn sent(error: DiditError) -> AttemptError {
+        AttemptError {
+            error,
+            maybe_sent: true,
+        }
+    }
+
+    fn status(status: u16) -> DiditError {
+        DiditError::Unavailable {
+            cause: format!("HTTP {status}"),
+            reply: Some(UpstreamReply {
+                status,
+                detail: String::new(),
+                field: None,
+                request_id: None,
+            }),
+        }
+    }
+
+    #[test]
+    fn a_request_that_never_left_is_retried_for_both_endpoints() {
+        // A connect timeout is classified as a timeout, not an outage.
+        let connect_timeout = AttemptError {
+            error: DiditError::Timeout,
+            maybe_sent: false,
+        };
+        assert!(retryable(Endpoint::Share, &connect_timeout));
+        assert!(retryable(Endpoint::Import, &connect_timeout));
+    }
+
+    #[test]
+    fn share_retries_outages_and_timed_429s_import_nothing_sent() {
+        for code in [502, 503, 504] {
+            assert!(retryable(Endpoint::Share, &sent(status(code))), "{code}");
+            assert!(!retryable(Endpoint::Import, &sent(status(code))), "{code}");
+        }
+        assert!(!retryable(Endpoint::Share, &sent(status(500))));
+        let lost = DiditError::Unavailable {
+            cause: "connection lost before a complete answer".into(),
+            reply: None,
+        };
+        assert!(retryable(Endpoint::Share, &sent(lost.clone())));
+        assert!(!retryable(Endpoint::Import, &sent(lost)));
+        let rate_limited = |retry_after| DiditError::RateLimited {
+            retry_after,
+            reply: UpstreamReply {
+                status: 429,
+                detail: String::new(),
+                field: None,
+                request_id: None,
+            },
+        };
+        let with_wait = rate_limited(Some(Duration::from_secs(1)));
+        assert!(retryable(Endpoint::Share, &sent(with_wait.clone())));
+        assert!(!retryable(Endpoint::Import, &sent(with_wait)));
+        assert!(!retryable(Endpoint::Share, &sent(rate_limited(None))));
+        assert!(!retryable(Endpoint::Share, &sent(DiditError::Timeout)));
+        assert!(!retryable(Endpoint::Import, &sent(DiditError::Timeout)));
     }
 }
