@@ -15,6 +15,7 @@ use std::time::Duration;
 use futures::FutureExt as _;
 use futures::future::{BoxFuture, Shared};
 use tokio_util::task::TaskTracker;
+use tracing::Instrument as _;
 
 use crate::error::GatewayError;
 
@@ -64,11 +65,15 @@ where
             .or_insert_with(async move {
                 // Lazy: nothing runs until the stored handle is first polled.
                 let run = async move {
-                    let handle = tasks.spawn(async move {
-                        let result = work.await;
-                        inflight.invalidate(&task_key).await;
-                        result
-                    });
+                    // The task keeps the leader's span (request id, tenant) in its logs.
+                    let handle = tasks.spawn(
+                        async move {
+                            let result = work.await;
+                            inflight.invalidate(&task_key).await;
+                            result
+                        }
+                        .in_current_span(),
+                    );
                     handle.await.unwrap_or_else(|err| {
                         tracing::error!(error = %err, "a detached upstream task failed");
                         Err(GatewayError::Internal(

@@ -22,45 +22,42 @@ const LIMITED_PREFIX: &str = "/didit.share.v1.";
 
 type HttpResponse = http::Response<tonic::body::Body>;
 
-/// Sheds calls beyond `max` concurrent ones with RESOURCE_EXHAUSTED /
-/// `OVERLOADED` at once, rather than queueing them without bound.
+/// A policy that decides, before a call runs, whether it may run.
+/// `Permit` is held until the call's answer is ready.
+pub trait Admit: Clone + Send + Sync + 'static {
+    /// Held while the call runs (a concurrency slot, or nothing).
+    type Permit: Send + 'static;
+    /// `Err` answers the call at once with that error.
+    fn admit(&self, headers: &http::HeaderMap) -> Result<Self::Permit, GatewayError>;
+}
+
+/// A tower layer applying an [`Admit`] policy to the share and import
+/// services (health and reflection pass through).
 #[derive(Clone)]
-pub struct ShedLayer {
-    permits: Arc<Semaphore>,
-    metrics: Metrics,
-}
+pub struct AdmissionLayer<A>(pub A);
 
-impl ShedLayer {
-    /// At most `max` calls at once.
-    pub fn new(max: usize, metrics: Metrics) -> Self {
-        Self {
-            permits: Arc::new(Semaphore::new(max)),
-            metrics,
-        }
-    }
-}
-
-impl<S> tower::Layer<S> for ShedLayer {
-    type Service = Shed<S>;
+impl<S, A: Clone> tower::Layer<S> for AdmissionLayer<A> {
+    type Service = Admission<S, A>;
     fn layer(&self, inner: S) -> Self::Service {
-        Shed {
+        Admission {
             inner,
-            layer: self.clone(),
+            policy: self.0.clone(),
         }
     }
 }
 
-/// The service of [`ShedLayer`].
+/// The service of [`AdmissionLayer`].
 #[derive(Clone)]
-pub struct Shed<S> {
+pub struct Admission<S, A> {
     inner: S,
-    layer: ShedLayer,
+    policy: A,
 }
 
-impl<S, B> tower::Service<http::Request<B>> for Shed<S>
+impl<S, A, B> tower::Service<http::Request<B>> for Admission<S, A>
 where
     S: tower::Service<http::Request<B>, Response = HttpResponse> + Send + 'static,
     S::Future: Send + 'static,
+    A: Admit,
 {
     type Response = HttpResponse;
     type Error = S::Error;
@@ -74,7 +71,7 @@ where
         if !request.uri().path().starts_with(LIMITED_PREFIX) {
             return Box::pin(self.inner.call(request));
         }
-        match Arc::clone(&self.layer.permits).try_acquire_owned() {
+        match self.policy.admit(request.headers()) {
             Ok(permit) => {
                 let call = self.inner.call(request);
                 Box::pin(async move {
@@ -83,12 +80,40 @@ where
                     response
                 })
             }
-            Err(_) => {
-                self.layer.metrics.shed.inc();
-                let status = Status::from(GatewayError::Overloaded);
+            Err(err) => {
+                let status = Status::from(err);
                 Box::pin(async move { Ok(status.into_http()) })
             }
         }
+    }
+}
+
+/// Sheds calls beyond `max` concurrent ones with RESOURCE_EXHAUSTED /
+/// `OVERLOADED` at once, rather than queueing them without bound.
+#[derive(Clone)]
+pub struct Shed {
+    permits: Arc<Semaphore>,
+    metrics: Metrics,
+}
+
+impl Shed {
+    /// At most `max` calls at once.
+    pub fn layer(max: usize, metrics: Metrics) -> AdmissionLayer<Self> {
+        AdmissionLayer(Self {
+            permits: Arc::new(Semaphore::new(max)),
+            metrics,
+        })
+    }
+}
+
+impl Admit for Shed {
+    type Permit = tokio::sync::OwnedSemaphorePermit;
+
+    fn admit(&self, _: &http::HeaderMap) -> Result<Self::Permit, GatewayError> {
+        Arc::clone(&self.permits).try_acquire_owned().map_err(|_| {
+            self.metrics.shed.inc();
+            GatewayError::Overloaded
+        })
     }
 }
 
@@ -133,14 +158,17 @@ impl Bucket {
 /// Refuses a tenant's calls beyond its `rate_limit_per_minute` with
 /// RESOURCE_EXHAUSTED / `TENANT_RATE_LIMITED` and a RetryInfo.
 #[derive(Clone)]
-pub struct TenantRateLayer {
+pub struct TenantRate {
     buckets: Arc<HashMap<String, Mutex<Bucket>>>,
     metrics: Metrics,
 }
 
-impl TenantRateLayer {
+impl TenantRate {
     /// One bucket per (tenant id, calls per minute).
-    pub fn new(limits: impl IntoIterator<Item = (String, u32)>, metrics: Metrics) -> Self {
+    pub fn layer(
+        limits: impl IntoIterator<Item = (String, u32)>,
+        metrics: Metrics,
+    ) -> AdmissionLayer<Self> {
         let buckets: HashMap<_, _> = limits
             .into_iter()
             .map(|(id, n)| (id, Mutex::new(Bucket::per_minute(n))))
@@ -151,13 +179,13 @@ impl TenantRateLayer {
                 tenant: tenant.clone(),
             });
         }
-        Self {
+        AdmissionLayer(Self {
             buckets: Arc::new(buckets),
             metrics,
-        }
+        })
     }
 
-    fn admit(&self, tenant: &str) -> Result<(), Duration> {
+    fn take(&self, tenant: &str) -> Result<(), Duration> {
         let Some(bucket) = self.buckets.get(tenant) else {
             // Unknown tenants are refused by the service with UNKNOWN_TENANT.
             return Ok(());
@@ -170,62 +198,22 @@ impl TenantRateLayer {
     }
 }
 
-impl<S> tower::Layer<S> for TenantRateLayer {
-    type Service = TenantRate<S>;
-    fn layer(&self, inner: S) -> Self::Service {
-        TenantRate {
-            inner,
-            layer: self.clone(),
-        }
-    }
-}
+impl Admit for TenantRate {
+    type Permit = ();
 
-/// The service of [`TenantRateLayer`].
-#[derive(Clone)]
-pub struct TenantRate<S> {
-    inner: S,
-    layer: TenantRateLayer,
-}
-
-impl<S, B> tower::Service<http::Request<B>> for TenantRate<S>
-where
-    S: tower::Service<http::Request<B>, Response = HttpResponse> + Send + 'static,
-    S::Future: Send + 'static,
-{
-    type Response = HttpResponse;
-    type Error = S::Error;
-    type Future = BoxFuture<'static, Result<HttpResponse, S::Error>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, request: http::Request<B>) -> Self::Future {
-        let tenant = request
-            .uri()
-            .path()
-            .starts_with(LIMITED_PREFIX)
-            .then(|| {
-                request
-                    .headers()
-                    .get(TENANT_HEADER)
-                    .and_then(|v| v.to_str().ok())
-            })
-            .flatten();
-        if let Some(tenant) = tenant
-            && let Err(retry_after) = self.layer.admit(tenant)
-        {
-            self.layer
-                .metrics
+    fn admit(&self, headers: &http::HeaderMap) -> Result<(), GatewayError> {
+        let Some(tenant) = headers.get(TENANT_HEADER).and_then(|v| v.to_str().ok()) else {
+            return Ok(());
+        };
+        self.take(tenant).map_err(|retry_after| {
+            self.metrics
                 .tenant_rate_limited
                 .get_or_create(&TenantLabels {
                     tenant: tenant.to_owned(),
                 })
                 .inc();
-            let status = Status::from(GatewayError::TenantRateLimited { retry_after });
-            return Box::pin(async move { Ok(status.into_http()) });
-        }
-        Box::pin(self.inner.call(request))
+            GatewayError::TenantRateLimited { retry_after }
+        })
     }
 }
 

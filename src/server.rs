@@ -18,7 +18,7 @@ use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
 use crate::admin::{self, AdminState};
-use crate::limits::{ShedLayer, TenantRateLayer};
+use crate::limits::{Shed, TenantRate};
 use crate::proto::import_service_server::ImportServiceServer;
 use crate::proto::share_service_server::ShareServiceServer;
 use crate::service::{AppState, ImportApi, ShareApi};
@@ -140,12 +140,12 @@ pub async fn run(
     let layers = tower::ServiceBuilder::new()
         // Outermost: a tenant over its rate is refused before it takes a
         // concurrency slot from well-behaved tenants.
-        .layer(TenantRateLayer::new(
+        .layer(TenantRate::layer(
             options.tenant_limits.clone(),
             state.metrics.clone(),
         ))
         // Then the global limit: shed at once rather than queue without bound.
-        .layer(ShedLayer::new(
+        .layer(Shed::layer(
             options.max_concurrent_requests,
             state.metrics.clone(),
         ));

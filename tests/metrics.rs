@@ -356,7 +356,6 @@ async fn every_documented_series_is_exported() {
 }
 
 #[tokio::test]
-#[ignore = "needs a drop guard in service::serve (src/service/mod.rs): a call whose caller resets the stream never decrements the gauge"]
 async fn a_caller_that_goes_away_is_not_counted_in_flight_forever() {
     let env = TestEnv::start(Default::default()).await;
     env.faults(json!({"latency_ms": 1000, "endpoints": ["share"]}))
@@ -375,7 +374,16 @@ async fn a_caller_that_goes_away_is_not_counted_in_flight_forever() {
     loop {
         let (_, text) = scrape(&env).await;
         let in_flight = value(&samples(&text), "dsg_grpc_requests_in_flight", &[]);
-        if in_flight == Some(0.0) {
+        let cancelled = value(
+            &samples(&text),
+            "dsg_grpc_requests_total",
+            &[
+                ("method", "ShareSession"),
+                ("tenant", "service-x"),
+                ("code", "CANCELLED"),
+            ],
+        );
+        if in_flight == Some(0.0) && cancelled == Some(1.0) {
             break;
         }
         assert!(

@@ -12,6 +12,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tonic::metadata::{MetadataMap, MetadataValue};
 use tonic::{Response, Status};
+use tracing::Instrument as _;
 
 use crate::auth::{AuthPolicy, caller_allowed};
 use crate::didit::CallContext;
@@ -72,9 +73,10 @@ impl AppState {
 /// The metadata key of the request id, echoed on every answer.
 const REQUEST_ID: &str = "x-request-id";
 
-/// Time kept back from the caller's deadline so our DEADLINE_EXCEEDED,
-/// with its details, reaches the caller before its own timer fires.
-const DEADLINE_MARGIN: Duration = Duration::from_millis(5);
+/// The most time kept back from the caller's deadline so that our
+/// DEADLINE_EXCEEDED, with its details, reaches the caller before its own
+/// timer fires (under load a few ms are not enough).
+const DEADLINE_MARGIN: Duration = Duration::from_millis(50);
 
 /// The verified client certificates of a call's connection (mtls mode).
 pub(crate) type PeerCerts = Option<Arc<Vec<tonic::transport::CertificateDer<'static>>>>;
@@ -92,7 +94,6 @@ where
     F: FnOnce(Arc<Tenant>, CallContext) -> Fut,
     Fut: Future<Output = Result<T, GatewayError>>,
 {
-    let started = std::time::Instant::now();
     let request_id = request_id(metadata);
     let settings = state.settings();
     let tenant_header = metadata.get(TENANT_HEADER).and_then(|v| v.to_str().ok());
@@ -108,68 +109,28 @@ where
         Ok(None) => "-".to_owned(),
         Err(err) => format!("<{err}>"),
     };
-    state.metrics.rpcs_in_flight.inc();
+    let span = tracing::info_span!("rpc", %request_id, tenant = %tenant_label, method);
+    let record = CallRecord::start(
+        &state.metrics,
+        method,
+        tenant_label,
+        caller_label,
+        request_id.clone(),
+    );
     let result = async {
         let tenant = settings.tenants.resolve(tenant_header)?;
         authorize(&tenant, caller)?;
         let ctx = CallContext {
             deadline: grpc_timeout(metadata)
-                .map(|t| Instant::now() + t.saturating_sub(DEADLINE_MARGIN)),
+                .map(|t| Instant::now() + t.saturating_sub(deadline_margin(t))),
             request_id: request_id.clone(),
             traceparent: traceparent(metadata),
         };
         work(tenant, ctx).await
     }
+    .instrument(span.clone())
     .await;
-    state.metrics.rpcs_in_flight.dec();
-    let elapsed = started.elapsed();
-    let (code, reason) = match &result {
-        Ok(_) => (tonic::Code::Ok, ""),
-        Err(err) => err.code_and_reason(),
-    };
-    let labels = RpcLatencyLabels {
-        method,
-        tenant: tenant_label.clone(),
-    };
-    state
-        .metrics
-        .rpc_latency
-        .get_or_create(&labels)
-        .observe(elapsed.as_secs_f64());
-    state
-        .metrics
-        .rpcs
-        .get_or_create(&RpcLabels {
-            method,
-            tenant: tenant_label.clone(),
-            code: code_name(code),
-        })
-        .inc();
-    let latency_ms = elapsed.as_secs_f64() * 1e3;
-    match &result {
-        Ok(_) => {
-            tracing::info!(
-                %request_id,
-                tenant = %tenant_label,
-                caller = %caller_label,
-                method,
-                code = "OK",
-                latency_ms,
-                "call"
-            )
-        }
-        Err(err) => tracing::warn!(
-            %request_id,
-            tenant = %tenant_label,
-            caller = %caller_label,
-            method,
-            code = code_name(code),
-            reason,
-            latency_ms,
-            error = %err,
-            "call failed"
-        ),
-    }
+    span.in_scope(|| record.finish(result.as_ref().err()));
     let id_value = MetadataValue::try_from(request_id.as_str()).ok();
     match result {
         Ok(message) => {
@@ -187,6 +148,113 @@ where
             Err(status)
         }
     }
+}
+
+/// One call's metrics and log line. Recorded by [`finish`](Self::finish),
+/// or on drop as CANCELLED when the caller went away mid-call (tonic drops
+/// the handler future), so the in-flight gauge never leaks.
+struct CallRecord<'a> {
+    metrics: &'a Metrics,
+    method: &'static str,
+    tenant: String,
+    caller: String,
+    request_id: String,
+    started: std::time::Instant,
+    finished: bool,
+}
+
+impl<'a> CallRecord<'a> {
+    fn start(
+        metrics: &'a Metrics,
+        method: &'static str,
+        tenant: String,
+        caller: String,
+        request_id: String,
+    ) -> Self {
+        metrics.rpcs_in_flight.inc();
+        Self {
+            metrics,
+            method,
+            tenant,
+            caller,
+            request_id,
+            started: std::time::Instant::now(),
+            finished: false,
+        }
+    }
+
+    fn finish(mut self, error: Option<&GatewayError>) {
+        self.finished = true;
+        match error {
+            None => self.record(tonic::Code::Ok, "", None),
+            Some(err) => {
+                let (code, reason) = err.code_and_reason();
+                self.record(code, reason, Some(err));
+            }
+        }
+    }
+
+    fn record(&self, code: tonic::Code, reason: &str, error: Option<&GatewayError>) {
+        let elapsed = self.started.elapsed();
+        let (method, tenant) = (self.method, self.tenant.clone());
+        self.metrics
+            .rpc_latency
+            .get_or_create(&RpcLatencyLabels {
+                method,
+                tenant: tenant.clone(),
+            })
+            .observe(elapsed.as_secs_f64());
+        self.metrics
+            .rpcs
+            .get_or_create(&RpcLabels {
+                method,
+                tenant,
+                code: code_name(code),
+            })
+            .inc();
+        // Whole microseconds: enough precision, no float noise in the logs.
+        let latency_ms = elapsed.as_micros() as f64 / 1e3;
+        let (request_id, tenant, caller) = (&self.request_id, &self.tenant, &self.caller);
+        match (code, error) {
+            (tonic::Code::Ok, _) => {
+                tracing::info!(%request_id, %tenant, %caller, method, code = "OK", latency_ms, "call")
+            }
+            (_, Some(err)) => tracing::warn!(
+                %request_id,
+                %tenant,
+                %caller,
+                method,
+                code = code_name(code),
+                reason,
+                latency_ms,
+                error = %err,
+                "call failed"
+            ),
+            (_, None) => tracing::info!(
+                %request_id,
+                %tenant,
+                %caller,
+                method,
+                code = code_name(code),
+                latency_ms,
+                "call cancelled by the caller"
+            ),
+        }
+    }
+}
+
+impl Drop for CallRecord<'_> {
+    fn drop(&mut self) {
+        self.metrics.rpcs_in_flight.dec();
+        if !self.finished {
+            self.record(tonic::Code::Cancelled, "", None);
+        }
+    }
+}
+
+/// Time kept back from a caller's deadline: a fifth of it, at most 50 ms.
+fn deadline_margin(timeout: Duration) -> Duration {
+    (timeout / 5).min(DEADLINE_MARGIN)
 }
 
 /// May the identified caller act for `tenant`? (`None` = auth mode none.)

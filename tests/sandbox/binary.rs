@@ -42,11 +42,15 @@ async fn binary_prints_banner_and_serves() {
         .expect("spawn");
     let stdout = child.stdout.take().expect("stdout");
     let lines: Vec<String> = tokio::task::spawn_blocking(move || {
-        BufReader::new(stdout)
-            .lines()
+        let mut reader = BufReader::new(stdout).lines();
+        let banner = reader
+            .by_ref()
             .take(6)
             .map(|l| l.unwrap_or_default())
-            .collect()
+            .collect();
+        // Keep draining: a closed pipe would kill the sandbox on its next print.
+        std::thread::spawn(move || reader.for_each(drop));
+        banner
     })
     .await
     .expect("read banner");
