@@ -118,6 +118,11 @@ pub async fn run(
             state.metrics.clone(),
         ));
 
+    // The server's own tcp_nodelay applies only to listeners it binds:
+    // without this, small unary answers wait out Nagle + delayed ACK (~40 ms).
+    let incoming = TcpIncoming::from(grpc_listener)
+        .with_nodelay(Some(true))
+        .with_keepalive(Some(Duration::from_secs(60)));
     let server = Server::builder()
         .tcp_nodelay(true)
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
@@ -136,7 +141,7 @@ pub async fn run(
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
-        .serve_with_incoming_shutdown(TcpIncoming::from(grpc_listener), signal);
+        .serve_with_incoming_shutdown(incoming, signal);
     tokio::pin!(server);
 
     // The grace period counts from the moment shutdown was requested and
