@@ -27,6 +27,7 @@ mod measure;
 
 use std::fmt::Write as _;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use didit_share_gateway::metrics::EndpointLabels;
@@ -110,6 +111,9 @@ fn main() {
         .enable_all()
         .build()
         .expect("runtime");
+    if std::env::var_os("DSG_BENCH_SERVE").is_some() {
+        return runtime.block_on(serve_for_profiling());
+    }
     let started = Instant::now();
     let report = runtime.block_on(run(Plan::new(smoke)));
     print!("{report}");
@@ -186,6 +190,62 @@ async fn run(plan: Plan) -> String {
     gateway.stop().await;
     sandbox.stop().await;
     out
+}
+
+/// `DSG_BENCH_SERVE=1`: the sandbox, the gateway (one import stored for
+/// replay) and the echo, serving until stdin closes, with the h2load
+/// commands printed, for `perf record -p` or a manual h2load run.
+async fn serve_for_profiling() {
+    didit_share_gateway::install_crypto_provider();
+    let http = reqwest::Client::new();
+    let sandbox = harness::start_sandbox(&http).await;
+    let gateway = GatewayHandle::start(&bench_config(&sandbox.base_url())).await;
+    let client = harness::connect(gateway.grpc_addr).await;
+    let token = harness::mint_tokens(&http, &sandbox.base_url(), 1)
+        .await
+        .remove(0);
+    let response = harness::gateway_import(&client, &import_request(&token)).await;
+    let echo = EchoHandle::start(response, true).await;
+    let body = write_h2load_body(&token);
+    for (name, addr) in [("gateway", gateway.grpc_addr), ("echo", echo.addr)] {
+        let args = measure::h2load_args(addr, &body, 100_000, 4, 16);
+        println!("{name}: h2load {}", shell_words(&args));
+    }
+    println!("pid {}; close stdin (Ctrl-D) to stop", std::process::id());
+    let _ = tokio::task::spawn_blocking(|| {
+        let mut sink = Vec::new();
+        std::io::Read::read_to_end(&mut std::io::stdin(), &mut sink)
+    })
+    .await;
+    echo.stop().await;
+    gateway.stop().await;
+    sandbox.stop().await;
+}
+
+/// Writes the h2load request body for an import of `token`: a 5-byte gRPC
+/// frame header (uncompressed, big-endian length) and the encoded request.
+fn write_h2load_body(token: &str) -> std::path::PathBuf {
+    let body = std::env::temp_dir().join("dsg-bench-import-request.bin");
+    let message = import_request(token).encode_to_vec();
+    let mut frame = Vec::with_capacity(5 + message.len());
+    frame.push(0);
+    frame.extend_from_slice(&u32::try_from(message.len()).expect("small").to_be_bytes());
+    frame.extend_from_slice(&message);
+    std::fs::write(&body, &frame).expect("write the h2load body");
+    body
+}
+
+fn shell_words(args: &[String]) -> String {
+    args.iter()
+        .map(|a| {
+            if a.contains(' ') {
+                format!("'{a}'")
+            } else {
+                a.clone()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 fn header(out: &mut String, plan: &Plan, env: &Env) {
@@ -268,14 +328,16 @@ async fn latency(out: &mut String, plan: &Plan, env: &Env) -> Duration {
         let t = Instant::now();
         harness::gateway_import(&echo, &echo_request).await;
         let bare = t.elapsed();
-        let t = Instant::now();
-        harness::gateway_import(&echo_nagle, &echo_request).await;
-        let nagle = t.elapsed();
         if i >= plan.latency_warmup {
             a.push(direct);
             b.push(through);
             c.push(bare);
-            d.push(nagle);
+        }
+        // Every 25th only: each of these calls stalls ~40 ms.
+        if i >= plan.latency_warmup && i % 25 == 0 {
+            let t = Instant::now();
+            harness::gateway_import(&echo_nagle, &echo_request).await;
+            d.push(t.elapsed());
         }
     }
     let (a, b, c, d) = (
@@ -299,7 +361,7 @@ async fn latency(out: &mut String, plan: &Plan, env: &Env) -> Duration {
         ("(b) the same import through the gateway (tonic client)", &b),
         ("(c) bare tonic echo, same message, no upstream", &c),
         (
-            "(c') the echo with the gateway's socket set-up (no TCP_NODELAY)",
+            "(c') the echo with the gateway's socket set-up (no TCP_NODELAY; every 25th call)",
             &d,
         ),
     ] {
@@ -500,48 +562,25 @@ async fn memory_and_cpu(out: &mut String, plan: &Plan, env: &Env) {
     for _ in 0..20 {
         harness::gateway_import(&clients[0], &import_request(&hot)).await;
     }
-    let tokens = harness::mint_tokens(&env.http, &env.base, plan.distinct).await;
 
-    // 5. CPU on the miss path: every import is a fresh token.
-    let (child_cpu, own_cpu, started) = (cpu_time(&pid), cpu_time("self"), Instant::now());
-    let imported: Vec<bool> = futures::stream::iter(tokens.iter().enumerate())
-        .map(|(i, token)| {
-            let mut client = clients[i % clients.len()].clone();
-            let request = with_tenant(import_request(token));
-            async move {
-                client
-                    .import_shared_session(request)
-                    .await
-                    .is_ok_and(|r| !r.get_ref().replayed)
-            }
-        })
-        .buffer_unordered(16)
-        .collect()
-        .await;
-    let wall = started.elapsed();
-    let (child_cpu, own_cpu) = (cpu_time(&pid) - child_cpu, cpu_time("self") - own_cpu);
-    let ok = imported.iter().filter(|ok| **ok).count();
-    let after = rss(&pid);
-    let metrics = env
-        .http
-        .get(format!("http://{}/metrics", child.admin_addr))
-        .send()
-        .await
-        .expect("child /metrics")
-        .text()
-        .await
-        .expect("child /metrics text");
-    let stored = counter(&metrics, "dsg_import_replay_stored_total");
-    let evicted = counter(&metrics, "dsg_import_replay_evictions_total");
+    // 5. CPU on the miss path: every import is a fresh token. The first
+    // batch is the issue's 10,000; the second fills the store past its
+    // byte bound, so that eviction is exercised too.
+    let first = import_batch(env, &clients, &pid, plan.distinct).await;
+    let first_rss = rss(&pid);
+    let first_store = store_counters(env, &child).await;
+    let second = import_batch(env, &clients, &pid, plan.distinct).await;
+    let second_rss = rss(&pid);
+    let second_store = store_counters(env, &child).await;
 
     // 4c. Memory under the replay load of the throughput section at 256.
-    let peak = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let peak = Arc::new(AtomicU64::new(0));
     let (watch_stop, mut watch_stopped) = tokio::sync::oneshot::channel::<()>();
     let watcher = {
         let (peak, pid) = (Arc::clone(&peak), pid.clone());
         tokio::spawn(async move {
             loop {
-                peak.fetch_max(rss(&pid).rss, std::sync::atomic::Ordering::Relaxed);
+                peak.fetch_max(rss(&pid).rss, Ordering::Relaxed);
                 tokio::select! {
                     _ = &mut watch_stopped => break,
                     _ = tokio::time::sleep(Duration::from_millis(50)) => {}
@@ -553,7 +592,7 @@ async fn memory_and_cpu(out: &mut String, plan: &Plan, env: &Env) {
     let _ = watch_stop.send(());
     let _ = watcher.await;
     let under = rss(&pid);
-    let peak_rss = peak.load(std::sync::atomic::Ordering::Relaxed);
+    let peak_rss = peak.load(Ordering::Relaxed);
     child.stop();
 
     let _ = writeln!(
@@ -570,16 +609,20 @@ async fn memory_and_cpu(out: &mut String, plan: &Plan, env: &Env) {
         mib(idle.rss),
         mib(idle.hwm)
     );
+    for (n, after, (stored, evicted)) in [
+        (plan.distinct, first_rss, first_store),
+        (2 * plan.distinct, second_rss, second_store),
+    ] {
+        let _ = writeln!(
+            out,
+            "| after {n} distinct imports, default 64 MiB store bound ({stored} stored, {evicted} evicted for size) | {} | {} |",
+            mib(after.rss),
+            mib(after.hwm)
+        );
+    }
     let _ = writeln!(
         out,
-        "| after {} distinct imports, default 64 MiB store bound ({stored} stored, {evicted} evicted for size) | {} | {} |",
-        plan.distinct,
-        mib(after.rss),
-        mib(after.hwm)
-    );
-    let _ = writeln!(
-        out,
-        "| under replay load, 256 in flight, {:.0} calls/s ({} failed; peak sampled VmRSS {}) | {} | {} |",
+        "| then under replay load, 256 in flight, {:.0} calls/s ({} failed; peak sampled VmRSS {}) | {} | {} |",
         load.per_second(),
         load.errors,
         mib(peak_rss),
@@ -598,24 +641,89 @@ async fn memory_and_cpu(out: &mut String, plan: &Plan, env: &Env) {
     );
     let _ = writeln!(
         out,
-        "| process | calls | wall | user+sys | CPU per call |\n| --- | ---: | ---: | ---: | ---: |"
+        "| process, batch | calls | wall | user+sys | CPU per call |\n| --- | ---: | ---: | ---: | ---: |"
     );
-    let per_call =
-        |cpu: Duration| format!("{:.0} µs", cpu.as_secs_f64() * 1e6 / (ok.max(1) as f64));
-    let _ = writeln!(
-        out,
-        "| gateway (child, /proc/PID/stat) | {ok} | {:.2} s | {:.2} s | {} |",
-        wall.as_secs_f64(),
-        child_cpu.as_secs_f64(),
-        per_call(child_cpu)
-    );
-    let _ = writeln!(
-        out,
-        "| for scale: sandbox + tonic client (parent, /proc/self/stat) | {ok} | {:.2} s | {:.2} s | {} |\n",
-        wall.as_secs_f64(),
-        own_cpu.as_secs_f64(),
-        per_call(own_cpu)
-    );
+    for (name, batch) in [("first", &first), ("second", &second)] {
+        let per_call = |cpu: Duration| {
+            format!(
+                "{:.0} µs",
+                cpu.as_secs_f64() * 1e6 / (batch.ok.max(1) as f64)
+            )
+        };
+        let _ = writeln!(
+            out,
+            "| gateway (child, /proc/PID/stat), {name} {} | {} | {:.2} s | {:.2} s | {} |",
+            plan.distinct,
+            batch.ok,
+            batch.wall.as_secs_f64(),
+            batch.child_cpu.as_secs_f64(),
+            per_call(batch.child_cpu)
+        );
+        let _ = writeln!(
+            out,
+            "| for scale: sandbox + tonic client (this process, /proc/self/stat), {name} {} | {} | {:.2} s | {:.2} s | {} |",
+            plan.distinct,
+            batch.ok,
+            batch.wall.as_secs_f64(),
+            batch.own_cpu.as_secs_f64(),
+            per_call(batch.own_cpu)
+        );
+    }
+    out.push('\n');
+}
+
+/// One batch of miss-path imports against the gateway child.
+struct Batch {
+    /// Imports answered OK and not replayed.
+    ok: usize,
+    wall: Duration,
+    /// The child's user+sys time over the batch.
+    child_cpu: Duration,
+    /// This process's (sandbox + client) user+sys time over the batch.
+    own_cpu: Duration,
+}
+
+/// Imports `n` fresh tokens, 16 in flight, timing the child's CPU.
+async fn import_batch(env: &Env, clients: &Clients, pid: &str, n: usize) -> Batch {
+    let tokens = harness::mint_tokens(&env.http, &env.base, n).await;
+    let (child_cpu, own_cpu, started) = (cpu_time(pid), cpu_time("self"), Instant::now());
+    let imported: Vec<bool> = futures::stream::iter(tokens.iter().enumerate())
+        .map(|(i, token)| {
+            let mut client = clients[i % clients.len()].clone();
+            let request = with_tenant(import_request(token));
+            async move {
+                client
+                    .import_shared_session(request)
+                    .await
+                    .is_ok_and(|r| !r.get_ref().replayed)
+            }
+        })
+        .buffer_unordered(16)
+        .collect()
+        .await;
+    Batch {
+        ok: imported.iter().filter(|ok| **ok).count(),
+        wall: started.elapsed(),
+        child_cpu: cpu_time(pid) - child_cpu,
+        own_cpu: cpu_time("self") - own_cpu,
+    }
+}
+
+/// (stored, evicted for size) from the child's `/metrics`.
+async fn store_counters(env: &Env, child: &GatewayChild) -> (u64, u64) {
+    let metrics = env
+        .http
+        .get(format!("http://{}/metrics", child.admin_addr))
+        .send()
+        .await
+        .expect("child /metrics")
+        .text()
+        .await
+        .expect("child /metrics text");
+    (
+        counter(&metrics, "dsg_import_replay_stored_total"),
+        counter(&metrics, "dsg_import_replay_evictions_total"),
+    )
 }
 
 /// Section 6: h2load against the replay path and the echo, same shape as
@@ -625,13 +733,7 @@ async fn h2load(out: &mut String, plan: &Plan, env: &Env, own_64: f64) {
         out,
         "### 6. Cross-check with h2load (4 connections × 16 streams = 64 in flight)\n"
     );
-    let body = std::env::temp_dir().join("dsg-bench-import-request.bin");
-    let message = import_request(&env.replay_token).encode_to_vec();
-    let mut frame = Vec::with_capacity(5 + message.len());
-    frame.push(0); // not compressed
-    frame.extend_from_slice(&u32::try_from(message.len()).expect("small").to_be_bytes());
-    frame.extend_from_slice(&message);
-    std::fs::write(&body, &frame).expect("write the h2load body");
+    let body = write_h2load_body(&env.replay_token);
     if !measure::have_h2load() {
         let _ = writeln!(
             out,
@@ -672,14 +774,6 @@ async fn h2load(out: &mut String, plan: &Plan, env: &Env, own_64: f64) {
     let _ = writeln!(
         out,
         "\nCommand (gateway run; the body file is a 5-byte gRPC frame header and the encoded request):\n\n```\nh2load {}\n```",
-        gateway_args
-            .iter()
-            .map(|a| if a.contains(' ') {
-                format!("'{a}'")
-            } else {
-                a.clone()
-            })
-            .collect::<Vec<_>>()
-            .join(" ")
+        shell_words(&gateway_args)
     );
 }
