@@ -87,6 +87,12 @@ pub fn median(mut values: Vec<Load>) -> Load {
     values.get(values.len() / 2).copied().unwrap_or_default()
 }
 
+/// The median of `values`.
+pub fn median_f64(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values.get(values.len() / 2).copied().unwrap_or_default()
+}
+
 /// VmRSS and VmHWM of a process, in bytes.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Rss {
