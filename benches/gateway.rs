@@ -270,10 +270,11 @@ fn header(out: &mut String, plan: &Plan, env: &Env) {
     );
     let _ = writeln!(
         out,
-        "Machine: {cores} cores, {cpu}, Linux {}. Everything on loopback in one tokio runtime \
-         ({cores} workers), sandbox latency injection off; gateway rate limit per tenant and \
-         max_concurrent_requests raised. Import response: {} bytes encoded \
-         (raw_json {} bytes, 9 KYC check arrays as Struct).\n",
+        "Machine: {cores} cores, {cpu}, Linux {}. All on loopback; sections 1-3 and 6 in this \
+         process, one tokio runtime ({cores} workers) for sandbox, gateway, echo and clients; \
+         sections 4-5 with the gateway alone in a child process. Sandbox latency injection off; \
+         the gateway's per-tenant rate limit and max_concurrent_requests raised. Import \
+         response: {} bytes encoded (raw_json {} bytes, 9 KYC check arrays as Struct).\n",
         kernel.trim(),
         env.response.encoded_len(),
         env.response.raw_json.len(),
