@@ -41,6 +41,12 @@ pub struct StoredImport {
     pub session: ImportedSession,
 }
 
+/// What an entry costs beyond its strings: the cache's own entry, the
+/// key, the `Arc`s and the allocator's headers. Measured by the benchmark
+/// (`docs/PERFORMANCE.md`, section 4): the gateway's resident memory grew
+/// by about 950 bytes per entry more than the strings' lengths.
+const ENTRY_OVERHEAD_BYTES: usize = 1024;
+
 impl StoredImport {
     /// Approximate heap bytes, for the store's byte bound.
     fn weight(&self) -> u32 {
@@ -49,7 +55,7 @@ impl StoredImport {
             + self.session.status_raw.len()
             + self.params.workflow_id.len()
             + self.params.vendor_data.len()
-            + 256;
+            + ENTRY_OVERHEAD_BYTES;
         u32::try_from(bytes).unwrap_or(u32::MAX)
     }
 }
