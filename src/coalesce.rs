@@ -8,9 +8,9 @@
 //! when it ends (also by panic or runtime shutdown), before its result
 //! reaches the waiters, so nothing is left behind to expire.
 //!
-//! A plain mutex-guarded map, not a cache: the benchmark measured moka's
-//! entry API plus invalidation at 4-18 us per call on the miss path, a
-//! locked `HashMap` at well under one.
+//! A plain mutex-guarded map, not a cache: in a micro-benchmark, join and
+//! await on ready work took 9-25 us with moka's entry API and invalidation
+//! and 6.2 us with this map, of which 4.8 us is the tokio spawn itself.
 
 use std::collections::HashMap;
 use std::future::Future;
