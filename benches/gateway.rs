@@ -130,7 +130,7 @@ struct Env {
     base: String,
     gateway: GatewayHandle,
     echo: EchoHandle,
-    /// The same echo with the gateway's socket set-up (Nagle on).
+    /// The same echo without TCP_NODELAY (Nagle on).
     echo_nagle: EchoHandle,
     /// A real replayed import response, the echo's message.
     response: ImportSharedSessionResponse,
@@ -362,7 +362,7 @@ async fn latency(out: &mut String, plan: &Plan, env: &Env) -> Duration {
         ("(b) the same import through the gateway (tonic client)", &b),
         ("(c) bare tonic echo, same message, no upstream", &c),
         (
-            "(c') the echo with the gateway's socket set-up (no TCP_NODELAY; every 25th call)",
+            "(c') the same echo without TCP_NODELAY, as the gateway's listener was before e20ffb3 (every 25th call)",
             &d,
         ),
     ] {
