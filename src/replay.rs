@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use moka::notification::RemovalCause;
+use moka::policy::EvictionPolicy;
 use sha2::{Digest, Sha256};
 
 use crate::metrics::Metrics;
@@ -40,6 +41,12 @@ pub struct StoredImport {
     pub session: ImportedSession,
 }
 
+/// What an entry costs beyond its strings: the cache's own entry, the
+/// key, the `Arc`s and the allocator's headers. Measured by the benchmark
+/// (`docs/PERFORMANCE.md`, section 4): the gateway's resident memory grew
+/// by about 950 bytes per entry more than the strings' lengths.
+const ENTRY_OVERHEAD_BYTES: usize = 1024;
+
 impl StoredImport {
     /// Approximate heap bytes, for the store's byte bound.
     fn weight(&self) -> u32 {
@@ -48,7 +55,7 @@ impl StoredImport {
             + self.session.status_raw.len()
             + self.params.workflow_id.len()
             + self.params.vendor_data.len()
-            + 256;
+            + ENTRY_OVERHEAD_BYTES;
         u32::try_from(bytes).unwrap_or(u32::MAX)
     }
 }
@@ -82,6 +89,13 @@ impl ReplayStore {
     pub fn new(config: ReplayConfig, metrics: &Metrics) -> Self {
         let evictions = metrics.replay_evictions.clone();
         let cache = moka::future::Cache::builder()
+            // Least recently used goes first, and every new result is
+            // admitted. moka's default (TinyLFU) admits a newcomer only if
+            // it looks more popular than the entry it would evict; a replay
+            // entry is read at most a few times, so once the store was full
+            // it refused about a third of fresh imports (benchmark, section
+            // 4), and their retries got ALREADY_IMPORTED instead of a replay.
+            .eviction_policy(EvictionPolicy::lru())
             .max_capacity(config.max_bytes)
             .weigher(|_key, value: &Arc<StoredImport>| value.weight())
             .time_to_live(config.window)
@@ -114,5 +128,48 @@ impl ReplayStore {
     pub async fn entry_count(&self) -> u64 {
         self.cache.run_pending_tasks().await;
         self.cache.entry_count()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::session::{ImportParams, ImportedSession, SessionKind, ShareToken};
+
+    fn stored(raw_len: usize) -> Arc<StoredImport> {
+        Arc::new(StoredImport {
+            params: ImportParams {
+                workflow_id: "wf".into(),
+                vendor_data: String::new(),
+                trust_review: false,
+            },
+            session: ImportedSession {
+                raw: vec![b' '; raw_len].into(),
+                session_id: "s".into(),
+                session_kind: SessionKind::User,
+                status_raw: "In Review".into(),
+            },
+        })
+    }
+
+    #[tokio::test]
+    async fn a_full_store_keeps_the_latest_imports() {
+        let entry = stored(4096);
+        let weight = u64::from(entry.weight());
+        let store = ReplayStore::new(
+            ReplayConfig {
+                window: Duration::from_secs(600),
+                max_bytes: 100 * weight,
+            },
+            &Metrics::new(),
+        );
+        let key = |i: usize| ImportKey::new("t", &ShareToken::new(format!("token-{i}")));
+        for i in 0..1_000 {
+            store.insert(key(i), Arc::clone(&entry)).await;
+        }
+        assert!(store.weighted_size().await <= 100 * weight);
+        for i in 950..1_000 {
+            assert!(store.get(&key(i)).await.is_some(), "import {i} was dropped");
+        }
     }
 }

@@ -343,16 +343,16 @@ impl DiditClient {
         let mut response = request.send().await.map_err(transport_error)?;
         let status = response.status().as_u16();
         let headers = std::mem::take(response.headers_mut());
-        if response
-            .content_length()
-            .is_some_and(|n| n > MAX_BODY_BYTES as u64)
-        {
+        let announced = response.content_length();
+        if announced.is_some_and(|n| n > MAX_BODY_BYTES as u64) {
             return Err(AttemptError {
                 error: protocol(status, "answer body is too large".into()),
                 maybe_sent: true,
             });
         }
-        let mut body = Vec::new();
+        // Sized up front: an import body is kept in the replay store, whose
+        // byte bound counts its length, so its capacity must not be larger.
+        let mut body = Vec::with_capacity(announced.map_or(0, |n| n as usize));
         while let Some(chunk) = response.chunk().await.map_err(transport_error)? {
             if body.len() + chunk.len() > MAX_BODY_BYTES {
                 return Err(AttemptError {
@@ -362,6 +362,8 @@ impl DiditClient {
             }
             body.extend_from_slice(&chunk);
         }
+        // Without a Content-Length the Vec grew by doubling.
+        body.shrink_to_fit();
         Ok((status, headers, Bytes::from(body)))
     }
 }
