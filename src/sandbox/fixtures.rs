@@ -296,7 +296,7 @@ fn kyc(seed: &Seed, status: Status, kind: SessionKind) -> Value {
             "ip_country_code": p.country_code,
             "ip_city": p.city,
             "is_vpn_or_tor": false,
-            "is_data_center": seed.byte(13) % 7 == 0,
+            "is_data_center": seed.byte(13).is_multiple_of(7),
             "latitude": p.lat,
             "longitude": p.lon,
             "distance_from_document_km": seed.score(14, 0.5, 20.0),
