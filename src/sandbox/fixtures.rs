@@ -316,7 +316,7 @@ fn kyc(seed: &Seed, status: Status, kind: SessionKind) -> Value {
         "email_verifications": [{
             "status": other_status,
             "email": email,
-            "is_breached": seed.byte(17) % 4 == 0,
+            "is_breached": seed.byte(17).is_multiple_of(4),
             "breaches": [],
             "is_disposable": false,
             "is_undeliverable": false,
