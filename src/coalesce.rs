@@ -10,7 +10,6 @@
 
 use std::future::Future;
 use std::hash::Hash;
-use std::time::Duration;
 
 use futures::FutureExt as _;
 use futures::future::{BoxFuture, Shared};
@@ -21,11 +20,6 @@ use crate::error::GatewayError;
 
 /// The shared result of one detached task.
 pub type SharedTask<V> = Shared<BoxFuture<'static, Result<V, GatewayError>>>;
-
-/// A safety net only: a finished task removes its own entry; an entry whose
-/// handle nobody ever polled is dropped after this long unused. It is far
-/// beyond any upstream timeout, so a running task is never forgotten.
-const ABANDONED_ENTRY_TTI: Duration = Duration::from_secs(15 * 60);
 
 /// Calls in flight, by key.
 pub struct Coalescer<K, V> {
@@ -41,9 +35,12 @@ where
     /// An empty coalescer whose tasks are tracked by `tasks` (for draining
     /// on shutdown).
     pub fn new(tasks: TaskTracker) -> Self {
-        let inflight = moka::future::Cache::builder()
-            .time_to_idle(ABANDONED_ENTRY_TTI)
-            .build();
+        // No expiry: a task removes its own entry when it ends, and callers
+        // poll the handle (which spawns the task) in the same poll that
+        // `join` returns in. A leader dropped inside `join` can at worst
+        // leave an unstarted handle, which the next identical call starts.
+        // Expiry bookkeeping would cost every miss-path call for nothing.
+        let inflight = moka::future::Cache::builder().build();
         Self { inflight, tasks }
     }
 
@@ -98,6 +95,7 @@ where
 mod tests {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
 
     use super::*;
 
