@@ -6,7 +6,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{TestEnv, demo, reason, with_tenant};
+use common::{TestEnv, demo, metric_value, reason, with_tenant};
 use didit_share_gateway::proto::{ImportSharedSessionRequest, ShareSessionRequest};
 use didit_share_gateway::sandbox::SandboxConfig;
 use prost::Message;
@@ -47,17 +47,6 @@ async fn call_with_grpc_timeout(
     // An error is a trailers-only answer: the status is in the headers.
     tonic::Status::from_header_map(response.headers())
         .unwrap_or_else(|| tonic::Status::new(Code::Ok, ""))
-}
-
-/// Sums a metric's samples in Prometheus text (label filter: `{...}` prefix).
-fn metric_value(text: &str, name: &str) -> f64 {
-    text.lines()
-        .filter(|l| {
-            l.strip_prefix(name)
-                .is_some_and(|rest| rest.starts_with(' ') || rest.starts_with('{'))
-        })
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
 }
 
 #[tokio::test]

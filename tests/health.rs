@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::TestEnv;
+use common::{TestEnv, eventually};
 use didit_share_gateway::sandbox::SandboxConfig;
 use serde_json::json;
 use tokio_stream::StreamExt as _;
@@ -41,22 +41,6 @@ async fn admin_status(env: &TestEnv, path: &str) -> u16 {
         .unwrap()
         .status()
         .as_u16()
-}
-
-/// Polls `condition` every 10 ms for at most `bound`.
-async fn eventually<F, Fut>(bound: Duration, what: &str, mut condition: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let give_up = tokio::time::Instant::now() + bound;
-    while !condition().await {
-        assert!(
-            tokio::time::Instant::now() < give_up,
-            "{what}: not within {bound:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
 }
 
 #[tokio::test]

@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{TestEnv, demo, error_metadata, reason};
+use common::{TestEnv, demo, error_metadata, metric_value, reason};
 use didit_share_gateway::sandbox::SandboxConfig;
 use serde_json::json;
 use tonic::Code;
@@ -298,15 +298,4 @@ async fn concurrent_identical_shares_are_coalesced_and_later_ones_mint_fresh_tok
     );
     assert_eq!(env.stats().share_calls, 2);
     env.stop().await;
-}
-
-/// Sums a metric's samples in Prometheus text.
-pub fn metric_value(text: &str, name: &str) -> f64 {
-    text.lines()
-        .filter(|l| {
-            l.starts_with(name)
-                && (l[name.len()..].starts_with(' ') || l[name.len()..].starts_with('{'))
-        })
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
 }

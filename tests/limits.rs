@@ -6,7 +6,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{TestEnv, demo, reason, with_tenant};
+use common::{TestEnv, demo, metric_value, reason, with_tenant};
 use didit_share_gateway::proto::ShareSessionRequest;
 use didit_share_gateway::sandbox::{RateLimit, SandboxConfig};
 use serde_json::json;
@@ -15,17 +15,6 @@ use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 use tonic_types::StatusExt as _;
-
-/// Sums a metric's samples in Prometheus text (label filter: `{...}` prefix).
-fn metric_value(text: &str, name: &str) -> f64 {
-    text.lines()
-        .filter(|l| {
-            l.strip_prefix(name)
-                .is_some_and(|rest| rest.starts_with(' ') || rest.starts_with('{'))
-        })
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
 
 fn share_request(tenant: &str) -> tonic::Request<ShareSessionRequest> {
     with_tenant(

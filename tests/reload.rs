@@ -6,18 +6,10 @@ mod common;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::{demo, reason, with_tenant};
+use common::{demo, free_port, reason, with_tenant};
 use didit_share_gateway::proto::ShareSessionRequest;
 use didit_share_gateway::proto::share_service_client::ShareServiceClient;
 use didit_share_gateway::sandbox::{Sandbox, SandboxConfig};
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 fn signal(child: &Child, name: &str) {
     let status = Command::new("kill")

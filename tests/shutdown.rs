@@ -7,28 +7,12 @@ mod common;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{TestEnv, demo, with_tenant};
+use common::{TestEnv, demo, eventually, free_port, metric_value, with_tenant};
 use didit_share_gateway::proto::ShareSessionRequest;
 use didit_share_gateway::sandbox::SandboxConfig;
 use serde_json::json;
 use tonic::Code;
 use tonic::transport::Channel;
-
-/// Polls `condition` every 10 ms for at most `bound`.
-async fn eventually<F, Fut>(bound: Duration, what: &str, mut condition: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let give_up = tokio::time::Instant::now() + bound;
-    while !condition().await {
-        assert!(
-            tokio::time::Instant::now() < give_up,
-            "{what}: not within {bound:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
 
 /// Starts a share of a fresh Approved session on its own task.
 async fn spawn_share(
@@ -47,17 +31,6 @@ async fn spawn_share(
     );
     let mut client = env.share_client.clone();
     tokio::spawn(async move { client.share_session(request).await })
-}
-
-/// Sums a metric's samples in Prometheus text.
-fn metric_value(text: &str, name: &str) -> f64 {
-    text.lines()
-        .filter(|l| {
-            l.strip_prefix(name)
-                .is_some_and(|rest| rest.starts_with(' ') || rest.starts_with('{'))
-        })
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
 }
 
 #[tokio::test]
@@ -187,15 +160,6 @@ async fn the_grace_period_bounds_the_drain() {
         .expect("the drain gives up after the grace period")
         .unwrap()
         .unwrap();
-}
-
-/// A port free a moment ago on 127.0.0.1.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// The real gateway binary, started with `args` and `envs`.

@@ -280,3 +280,39 @@ pub fn error_metadata(status: &Status) -> std::collections::HashMap<String, Stri
 
 /// Both dialects, for tests that must hold in each.
 pub const DIALECTS: [Dialect; 2] = [Dialect::Seeds, Dialect::OpenApi];
+
+/// Sums a metric's samples in Prometheus text (every label set).
+pub fn metric_value(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter(|l| {
+            l.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with(' ') || rest.starts_with('{'))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// Polls `condition` every 10 ms for at most `bound`.
+pub async fn eventually<F, Fut>(bound: std::time::Duration, what: &str, mut condition: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let give_up = tokio::time::Instant::now() + bound;
+    while !condition().await {
+        assert!(
+            tokio::time::Instant::now() < give_up,
+            "{what}: not within {bound:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}
+
+/// A loopback port free right now (for spawning the binary).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
