@@ -12,6 +12,7 @@ use crate::auth::AuthPolicy;
 use crate::config::{AuthConfig, Config, ConfigError};
 use crate::didit::{DiditClient, RetryPolicy, UpstreamConfig};
 use crate::gateway::Gateway;
+use crate::limits::TenantRate;
 use crate::metrics::Metrics;
 use crate::server::ServeOptions;
 use crate::service::{AppState, Settings};
@@ -49,16 +50,24 @@ pub fn build(
     let gateway = Gateway::new(client, config.replay, metrics.clone());
     let options = ServeOptions {
         max_concurrent_requests: config.max_concurrent_requests,
-        tenant_limits: config
-            .tenants
-            .iter()
-            .map(|t| (t.id.clone(), t.rate_limit_per_minute))
-            .collect(),
         shutdown_grace: config.shutdown_grace,
         drain_delay: Duration::from_secs(1).min(config.shutdown_grace / 4),
         tls: server_tls(config)?,
     };
-    Ok((Arc::new(AppState::new(gateway, metrics, settings)), options))
+    let tenant_rate = TenantRate::new(tenant_limits(config), metrics.clone());
+    Ok((
+        Arc::new(AppState::new(gateway, metrics, settings, tenant_rate)),
+        options,
+    ))
+}
+
+/// Each tenant's calls per minute.
+fn tenant_limits(config: &Config) -> Vec<(String, u32)> {
+    config
+        .tenants
+        .iter()
+        .map(|t| (t.id.clone(), t.rate_limit_per_minute))
+        .collect()
 }
 
 /// Tenants (keys read now) and caller policy of `config`.
@@ -106,19 +115,14 @@ fn server_tls(config: &Config) -> Result<Option<ServerTlsConfig>, ConfigError> {
     ))
 }
 
-/// Applies a reloaded config: tenants, keys, allowed callers and the mesh
-/// policy are replaced atomically for every call from now on. Settings that
-/// need a restart (addresses, upstream, replay, limits, TLS files) are kept
-/// and named in a warning. On any error the running settings stay.
+/// Applies a reloaded config: tenants, keys, allowed callers, the mesh
+/// policy and tenant rate limits are replaced for every call from now on.
+/// Settings that need a restart (addresses, upstream, replay, the global
+/// concurrency limit, TLS files) are kept and named in a warning. On any
+/// error the running settings stay.
 pub fn reload(state: &AppState, running: &Config, path: &Path) -> Result<Config, ConfigError> {
     let new = Config::load(path)?;
     let mut needs_restart = Vec::new();
-    let tenant_limits = |c: &Config| {
-        c.tenants
-            .iter()
-            .map(|t| (t.id.clone(), t.rate_limit_per_minute))
-            .collect::<Vec<_>>()
-    };
     for (name, changed) in [
         ("server.listen", new.listen != running.listen),
         (
@@ -146,13 +150,10 @@ pub fn reload(state: &AppState, running: &Config, path: &Path) -> Result<Config,
                 || new.replay.max_bytes != running.replay.max_bytes,
         ),
         (
-            "tenants[].rate_limit_per_minute",
-            tenant_limits(&new) != tenant_limits(running),
-        ),
-        (
             "auth (mtls files or a switch to or from mtls)",
-            matches!(new.auth, AuthConfig::Mtls { .. })
-                || matches!(running.auth, AuthConfig::Mtls { .. }) && new.auth != running.auth,
+            (matches!(new.auth, AuthConfig::Mtls { .. })
+                || matches!(running.auth, AuthConfig::Mtls { .. }))
+                && new.auth != running.auth,
         ),
     ] {
         if changed {
@@ -169,6 +170,7 @@ pub fn reload(state: &AppState, running: &Config, path: &Path) -> Result<Config,
         });
     }
     state.replace_settings(settings(&new)?);
+    state.tenant_rate.update(tenant_limits(&new));
     if !needs_restart.is_empty() {
         tracing::warn!(settings = ?needs_restart, "config reloaded, but these settings apply only after a restart");
     }

@@ -5,7 +5,7 @@
 //! its probes.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -120,6 +120,8 @@ impl Admit for Shed {
 /// A token bucket: `burst` calls at once, refilled at `per_second`.
 #[derive(Debug)]
 struct Bucket {
+    /// The configured limit it was sized from.
+    per_minute: u32,
     tokens: f64,
     burst: f64,
     per_second: f64,
@@ -133,6 +135,7 @@ impl Bucket {
         let limit = f64::from(per_minute);
         let burst = (limit / 10.0).max(1.0);
         Self {
+            per_minute,
             tokens: burst,
             burst,
             per_second: (limit - burst).max(1.0) / 60.0,
@@ -156,45 +159,72 @@ impl Bucket {
 }
 
 /// Refuses a tenant's calls beyond its `rate_limit_per_minute` with
-/// RESOURCE_EXHAUSTED / `TENANT_RATE_LIMITED` and a RetryInfo.
+/// RESOURCE_EXHAUSTED / `TENANT_RATE_LIMITED` and a RetryInfo. The limits
+/// are replaced on a config reload; a tenant whose limit did not change
+/// keeps its bucket, so a reload never hands out a fresh burst.
 #[derive(Clone)]
 pub struct TenantRate {
-    buckets: Arc<HashMap<String, Mutex<Bucket>>>,
+    buckets: Arc<RwLock<HashMap<String, Mutex<Bucket>>>>,
     metrics: Metrics,
 }
 
 impl TenantRate {
     /// One bucket per (tenant id, calls per minute).
-    pub fn layer(
-        limits: impl IntoIterator<Item = (String, u32)>,
-        metrics: Metrics,
-    ) -> AdmissionLayer<Self> {
-        let buckets: HashMap<_, _> = limits
-            .into_iter()
-            .map(|(id, n)| (id, Mutex::new(Bucket::per_minute(n))))
-            .collect();
-        // Every configured tenant's series exists (at 0) from the start.
-        for tenant in buckets.keys() {
-            let _ = metrics.tenant_rate_limited.get_or_create(&TenantLabels {
-                tenant: tenant.clone(),
-            });
-        }
-        AdmissionLayer(Self {
-            buckets: Arc::new(buckets),
+    pub fn new(limits: impl IntoIterator<Item = (String, u32)>, metrics: Metrics) -> Self {
+        let rate = Self {
+            buckets: Arc::default(),
             metrics,
-        })
+        };
+        rate.update(limits);
+        rate
     }
 
-    fn take(&self, tenant: &str) -> Result<(), Duration> {
-        let Some(bucket) = self.buckets.get(tenant) else {
-            // Unknown tenants are refused by the service with UNKNOWN_TENANT.
-            return Ok(());
-        };
-        let mut bucket = match bucket.lock() {
+    /// The tower layer applying these limits.
+    pub fn layer(&self) -> AdmissionLayer<Self> {
+        AdmissionLayer(self.clone())
+    }
+
+    /// Installs new limits: unchanged tenants keep their buckets, new
+    /// tenants get a full one, removed tenants are forgotten.
+    pub fn update(&self, limits: impl IntoIterator<Item = (String, u32)>) {
+        let mut buckets = match self.buckets.write() {
             Ok(b) => b,
             Err(poisoned) => poisoned.into_inner(),
         };
-        bucket.try_take(Instant::now())
+        let mut old = std::mem::take(&mut *buckets);
+        for (tenant, per_minute) in limits {
+            // Every configured tenant's series exists (at 0) from the start.
+            let _ = self
+                .metrics
+                .tenant_rate_limited
+                .get_or_create(&TenantLabels {
+                    tenant: tenant.clone(),
+                });
+            let bucket = match old.remove(&tenant) {
+                Some(kept) if lock(&kept).per_minute == per_minute => kept,
+                _ => Mutex::new(Bucket::per_minute(per_minute)),
+            };
+            buckets.insert(tenant, bucket);
+        }
+    }
+
+    fn take(&self, tenant: &str) -> Result<(), Duration> {
+        let buckets = match self.buckets.read() {
+            Ok(b) => b,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        match buckets.get(tenant) {
+            Some(bucket) => lock(bucket).try_take(Instant::now()),
+            // Unknown tenants are refused by the service with UNKNOWN_TENANT.
+            None => Ok(()),
+        }
+    }
+}
+
+fn lock(bucket: &Mutex<Bucket>) -> std::sync::MutexGuard<'_, Bucket> {
+    match bucket.lock() {
+        Ok(b) => b,
+        Err(poisoned) => poisoned.into_inner(),
     }
 }
 
@@ -236,6 +266,32 @@ mod tests {
             }
         }
         assert!((290..=300).contains(&admitted), "{admitted}");
+    }
+
+    #[test]
+    fn a_reload_keeps_unchanged_buckets_and_sizes_new_ones() {
+        let rate = TenantRate::new([("a".to_owned(), 60), ("b".to_owned(), 60)], Metrics::new());
+        for _ in 0..6 {
+            rate.take("a").unwrap();
+        }
+        assert!(rate.take("a").is_err(), "a's burst of 6 is spent");
+        rate.update([("a".to_owned(), 60), ("c".to_owned(), 10)]);
+        assert!(
+            rate.take("a").is_err(),
+            "an unchanged limit keeps its bucket"
+        );
+        rate.take("c").unwrap();
+        assert!(
+            rate.take("c").is_err(),
+            "a new tenant gets its own limit (burst 1)"
+        );
+        for _ in 0..10 {
+            rate.take("b").unwrap();
+        }
+        assert!(
+            rate.take("b").is_ok(),
+            "a removed tenant is no longer limited here"
+        );
     }
 
     #[test]

@@ -18,7 +18,7 @@ use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
 use crate::admin::{self, AdminState};
-use crate::limits::{Shed, TenantRate};
+use crate::limits::Shed;
 use crate::proto::import_service_server::ImportServiceServer;
 use crate::proto::share_service_server::ShareServiceServer;
 use crate::service::{AppState, ImportApi, ShareApi};
@@ -39,8 +39,6 @@ pub const SERVICE_NAMES: [&str; 2] = [
 pub struct ServeOptions {
     /// Calls served at once before new ones are shed.
     pub max_concurrent_requests: usize,
-    /// Per-tenant calls per minute.
-    pub tenant_limits: Vec<(String, u32)>,
     /// How long in-flight calls and detached imports may take on shutdown.
     pub shutdown_grace: Duration,
     /// Pause between NOT_SERVING and closing the listener, so that load
@@ -128,22 +126,19 @@ pub async fn run(
 
     // Each configured tenant's key reload failures are exported at 0 from
     // the start (the rate-limit layer does the same for its counter).
-    for (tenant, _) in &options.tenant_limits {
+    for tenant in state.settings().tenants.iter() {
         let _ = state
             .metrics
             .key_reload_failures
             .get_or_create(&crate::metrics::TenantLabels {
-                tenant: tenant.clone(),
+                tenant: tenant.id.clone(),
             });
     }
 
     let layers = tower::ServiceBuilder::new()
         // Outermost: a tenant over its rate is refused before it takes a
         // concurrency slot from well-behaved tenants.
-        .layer(TenantRate::layer(
-            options.tenant_limits.clone(),
-            state.metrics.clone(),
-        ))
+        .layer(state.tenant_rate.layer())
         // Then the global limit: shed at once rather than queue without bound.
         .layer(Shed::layer(
             options.max_concurrent_requests,

@@ -396,7 +396,7 @@ async fn a_bad_reload_keeps_the_running_config_and_a_good_one_replaces_it() {
 
     // A valid config with service-x only, under a new tenant name.
     let good = format!(
-        "[upstream]\nbase_url = \"{}\"\n[auth]\nmode = \"none\"\n[[tenants]]\nid = \"brand-x\"\napplication_id = \"{}\"\napi_key_file = \"{}\"\n",
+        "[upstream]\nbase_url = \"{}\"\n[auth]\nmode = \"none\"\n[[tenants]]\nid = \"brand-x\"\napplication_id = \"{}\"\napi_key_file = \"{}\"\nrate_limit_per_minute = 10\n",
         env.sandbox.base_url(),
         x.application_id,
         dir.path().join("x.key").display()
@@ -406,6 +406,9 @@ async fn a_bad_reload_keeps_the_running_config_and_a_good_one_replaces_it() {
     env.share("brand-x", &session, &y, None)
         .await
         .expect("the new tenant serves");
+    // ... with the rate limit the new file gives it (10/min: a burst of 1).
+    let limited = env.share("brand-x", &session, &y, None).await.unwrap_err();
+    assert_eq!(reason(&limited), "TENANT_RATE_LIMITED");
     let gone = env
         .share("service-x", &session, &y, None)
         .await

@@ -18,6 +18,7 @@ use crate::auth::{AuthPolicy, caller_allowed};
 use crate::didit::CallContext;
 use crate::error::GatewayError;
 use crate::gateway::Gateway;
+use crate::limits::TenantRate;
 use crate::metrics::{Metrics, RpcLabels, RpcLatencyLabels};
 use crate::tenant::{TENANT_HEADER, Tenant, Tenants};
 
@@ -32,6 +33,8 @@ pub struct AppState {
     pub metrics: Metrics,
     /// Tenants and caller policy; replaced as a whole on a config reload.
     settings: RwLock<Arc<Settings>>,
+    /// Per-tenant rate limits, applied by a tower layer before the services.
+    pub tenant_rate: TenantRate,
 }
 
 /// The part of the configuration a reload (SIGHUP) replaces atomically.
@@ -44,11 +47,17 @@ pub struct Settings {
 
 impl AppState {
     /// State serving `settings`.
-    pub fn new(gateway: Gateway, metrics: Metrics, settings: Settings) -> Self {
+    pub fn new(
+        gateway: Gateway,
+        metrics: Metrics,
+        settings: Settings,
+        tenant_rate: TenantRate,
+    ) -> Self {
         Self {
             gateway,
             metrics,
             settings: RwLock::new(Arc::new(settings)),
+            tenant_rate,
         }
     }
 
