@@ -9,7 +9,7 @@ use tokio_util::task::TaskTracker;
 use uuid::Uuid;
 
 use crate::coalesce::Coalescer;
-use crate::didit::{CallContext, DiditClient};
+use crate::didit::{CallContext, DiditClient, DiditError, Rejection};
 use crate::error::GatewayError;
 use crate::metrics::{EndpointLabels, Metrics};
 use crate::replay::{ImportKey, ReplayConfig, ReplayStore, StoredImport};
@@ -127,14 +127,29 @@ impl Gateway {
         let task_key = key.clone();
         let task_request = request.clone();
         let work = async move {
-            // A result stored between our lookup and this task's start.
-            if let Some(stored) = replay.get(&task_key).await {
-                return Ok(ImportOutcome {
-                    stored,
-                    replayed: true,
-                });
-            }
-            let session = client.import(&api_key, &task_request, &ctx).await?;
+            let session = match client.import(&api_key, &task_request, &ctx).await {
+                Ok(session) => session,
+                // Didit says "already imported": if the import that did it
+                // was ours and finished just before this call joined (a
+                // narrow race between the lookup above and the join), its
+                // result is in the store. Checking only here keeps the
+                // common miss path to one store lookup.
+                Err(
+                    err @ DiditError::Rejected {
+                        rejection: Rejection::AlreadyImported,
+                        ..
+                    },
+                ) => {
+                    return match replay.get(&task_key).await {
+                        Some(stored) => Ok(ImportOutcome {
+                            stored,
+                            replayed: true,
+                        }),
+                        None => Err(err.into()),
+                    };
+                }
+                Err(err) => return Err(err.into()),
+            };
             let stored = Arc::new(StoredImport { params, session });
             replay.insert(task_key, Arc::clone(&stored)).await;
             metrics.replay_stored.inc();
