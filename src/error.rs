@@ -182,3 +182,83 @@ impl From<GatewayError> for Status {
         Status::with_error_details(code, err.to_string(), details)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reply() -> UpstreamReply {
+        UpstreamReply {
+            status: 400,
+            detail: String::new(),
+            field: None,
+            request_id: None,
+        }
+    }
+
+    /// Every reason the mapping can produce is a value of the proto's
+    /// `ErrorReason` enum, so clients can switch on it.
+    #[test]
+    fn every_reason_is_documented_in_the_proto() {
+        use Rejection::*;
+        let mut errors = vec![
+            GatewayError::InvalidRequest(vec![]),
+            GatewayError::UnknownTenant,
+            GatewayError::CallerNotAllowed {
+                caller: "c".into(),
+                tenant: "t".into(),
+            },
+            GatewayError::AlreadyImported { session_id: None },
+            GatewayError::Overloaded,
+            GatewayError::TenantRateLimited {
+                retry_after: Duration::from_secs(1),
+            },
+            GatewayError::DeadlineExceeded,
+            GatewayError::Internal("x".into()),
+            DiditError::RateLimited {
+                retry_after: None,
+                reply: reply(),
+            }
+            .into(),
+            DiditError::Unavailable {
+                cause: "x".into(),
+                reply: None,
+            }
+            .into(),
+            DiditError::Timeout.into(),
+            DiditError::Protocol {
+                cause: "x".into(),
+                status: 200,
+            }
+            .into(),
+        ];
+        for rejection in [
+            SessionNotFound,
+            SessionNotFinished,
+            CredentialsRejected,
+            TokenInvalid,
+            TokenExpired,
+            TokenWrongApplication,
+            AlreadyImported,
+            SourceSessionNotFound,
+            WorkflowNotFound,
+            InvalidRequest,
+            Other,
+        ] {
+            errors.push(
+                DiditError::Rejected {
+                    rejection,
+                    reply: reply(),
+                }
+                .into(),
+            );
+        }
+        for err in errors {
+            let (_, reason) = err.code_and_reason();
+            assert!(
+                crate::proto::ErrorReason::from_str_name(reason).is_some(),
+                "{reason} is not in proto ErrorReason"
+            );
+        }
+    }
+}
