@@ -6,7 +6,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{TestEnv, demo, metric_value, reason, with_tenant};
+use common::{TestEnv, demo, metric_value, reason};
 use didit_share_gateway::proto::{ImportSharedSessionRequest, ShareSessionRequest};
 use didit_share_gateway::sandbox::SandboxConfig;
 use prost::Message;
@@ -145,20 +145,9 @@ async fn a_tonic_caller_with_a_deadline_is_never_left_hanging() {
     let session = env.create_session("service-x", "user", "Approved").await;
     env.faults(json!({"latency_ms": 2000, "endpoints": ["share"]}))
         .await;
-    let mut request = with_tenant(
-        "service-x",
-        ShareSessionRequest {
-            session_id: session,
-            for_application_id: demo("service-y").application_id.to_string(),
-            ttl_seconds: None,
-        },
-    );
-    request.set_timeout(Duration::from_millis(200));
     let started = Instant::now();
     let status = env
-        .share_client
-        .clone()
-        .share_session(request)
+        .share_for_y_within(&session, Duration::from_millis(200))
         .await
         .unwrap_err();
     // Whichever fires first: the gateway's DEADLINE_EXCEEDED or tonic's
@@ -182,20 +171,9 @@ async fn the_configured_upstream_timeout_caps_each_attempt() {
     env.faults(json!({"latency_ms": 3000})).await;
 
     // A generous caller deadline: the 300 ms cap is what ends the attempt.
-    let mut request = with_tenant(
-        "service-x",
-        ShareSessionRequest {
-            session_id: session,
-            for_application_id: demo("service-y").application_id.to_string(),
-            ttl_seconds: None,
-        },
-    );
-    request.set_timeout(Duration::from_secs(30));
     let started = Instant::now();
     let status = env
-        .share_client
-        .clone()
-        .share_session(request)
+        .share_for_y_within(&session, Duration::from_secs(30))
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");

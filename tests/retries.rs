@@ -7,8 +7,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{TestEnv, demo, metric_value, reason, with_tenant};
-use didit_share_gateway::proto::ShareSessionRequest;
+use common::{TestEnv, demo, metric_value, reason};
 use didit_share_gateway::sandbox::SandboxConfig;
 use serde_json::json;
 use tonic::Code;
@@ -143,20 +142,9 @@ async fn a_429_whose_retry_after_outlasts_the_deadline_is_returned_at_once() {
         "fail_next": 1, "error_status": 429, "retry_after_seconds": 5, "endpoints": ["share"]
     }))
     .await;
-    let mut request = with_tenant(
-        "service-x",
-        ShareSessionRequest {
-            session_id: session,
-            for_application_id: y_app(),
-            ttl_seconds: None,
-        },
-    );
-    request.set_timeout(Duration::from_secs(2));
     let started = Instant::now();
     let status = env
-        .share_client
-        .clone()
-        .share_session(request)
+        .share_for_y_within(&session, Duration::from_secs(2))
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::ResourceExhausted);

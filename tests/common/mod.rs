@@ -207,6 +207,28 @@ impl TestEnv {
             .map(|r| r.into_inner())
     }
 
+    /// Shares `session_id` of service-x for service-y with a caller deadline.
+    pub async fn share_for_y_within(
+        &self,
+        session_id: &str,
+        timeout: std::time::Duration,
+    ) -> Result<ShareSessionResponse, Status> {
+        let mut request = with_tenant(
+            "service-x",
+            ShareSessionRequest {
+                session_id: session_id.into(),
+                for_application_id: demo("service-y").application_id.to_string(),
+                ttl_seconds: None,
+            },
+        );
+        request.set_timeout(timeout);
+        self.share_client
+            .clone()
+            .share_session(request)
+            .await
+            .map(|r| r.into_inner())
+    }
+
     /// Shares `session_id` of service-x for service-y; returns the token.
     pub async fn token_for_y(&self, session_id: &str) -> String {
         let y = demo("service-y").application_id.to_string();
