@@ -131,11 +131,6 @@ impl Tenants {
     pub fn iter(&self) -> impl Iterator<Item = &Arc<Tenant>> {
         self.by_id.values()
     }
-
-    /// Whether `id` is a configured tenant (for bounded metric labels).
-    pub fn contains(&self, id: &str) -> bool {
-        self.by_id.contains_key(id)
-    }
 }
 
 #[cfg(test)]

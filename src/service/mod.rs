@@ -105,10 +105,13 @@ where
 {
     let request_id = request_id(metadata);
     let settings = state.settings();
-    let tenant_header = metadata.get(TENANT_HEADER).and_then(|v| v.to_str().ok());
-    let tenant_label = match tenant_header {
-        Some(id) if settings.tenants.contains(id) => id.to_owned(),
-        _ => "unknown".to_owned(),
+    let tenant = settings
+        .tenants
+        .resolve(metadata.get(TENANT_HEADER).and_then(|v| v.to_str().ok()));
+    // Only configured ids become labels: cardinality stays bounded.
+    let tenant_label = match &tenant {
+        Ok(tenant) => tenant.id.clone(),
+        Err(_) => "unknown".to_owned(),
     };
     let caller = settings
         .auth
@@ -127,7 +130,7 @@ where
         request_id.clone(),
     );
     let result = async {
-        let tenant = settings.tenants.resolve(tenant_header)?;
+        let tenant = tenant?;
         authorize(&tenant, caller)?;
         let ctx = CallContext {
             deadline: grpc_timeout(metadata)
