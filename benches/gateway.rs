@@ -16,7 +16,7 @@
 //!
 //! `DSG_BENCH_SMOKE=1` runs the same code paths with tiny counts in seconds
 //! (CI). Nothing here asserts on time. Progress goes to stderr, the table
-//! to stdout. See `docs/PERFORMANCE.md`.
+//! to stdout. See the README, Performance.
 
 #[path = "gateway/child.rs"]
 mod child;

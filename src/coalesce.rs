@@ -84,11 +84,6 @@ where
         let leader = entry.is_fresh();
         (entry.into_value(), leader)
     }
-
-    /// Calls in flight now (approximate, for tests and metrics).
-    pub fn in_flight(&self) -> u64 {
-        self.inflight.entry_count()
-    }
 }
 
 #[cfg(test)]

@@ -198,7 +198,7 @@ pub fn share_response(outcome: ShareOutcome) -> proto::ShareSessionResponse {
 /// The check arrays are decoded straight from the JSON into
 /// `prost_types::Struct`s, with no `serde_json::Value` tree in between:
 /// this runs on every import and every replay, and the intermediate tree
-/// was half of its cost (see `docs/PERFORMANCE.md`).
+/// was half of its cost (see the README, Performance).
 pub fn import_response(
     outcome: &ImportOutcome,
 ) -> Result<proto::ImportSharedSessionResponse, GatewayError> {

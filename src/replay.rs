@@ -43,7 +43,7 @@ pub struct StoredImport {
 
 /// What an entry costs beyond its strings: the cache's own entry, the
 /// key, the `Arc`s and the allocator's headers. Measured by the benchmark
-/// (`docs/PERFORMANCE.md`, section 4): the gateway's resident memory grew
+/// (README, Performance, section 4): the gateway's resident memory grew
 /// by about 950 bytes per entry more than the strings' lengths.
 const ENTRY_OVERHEAD_BYTES: usize = 1024;
 
