@@ -183,6 +183,12 @@ mod tests {
         }
     }
 
+    fn assert_rejections(endpoint: Endpoint, cases: &[(u16, &str, Rejection)]) {
+        for &(status, body, want) in cases {
+            assert_eq!(rejection(endpoint, status, body), want, "{status} {body}");
+        }
+    }
+
     #[test]
     fn seeds_dialect_import_errors() {
         use Rejection::*;
@@ -227,13 +233,7 @@ mod tests {
             (403, "", TokenWrongApplication),
             (404, "", SourceSessionNotFound),
         ];
-        for (status, body, want) in cases {
-            assert_eq!(
-                rejection(Endpoint::Import, status, body),
-                want,
-                "{status} {body}"
-            );
-        }
+        assert_rejections(Endpoint::Import, &cases);
     }
 
     #[test]
@@ -267,13 +267,7 @@ mod tests {
             ),
             (402, r#"{"error":"Insufficient credits."}"#, Other),
         ];
-        for (status, body, want) in cases {
-            assert_eq!(
-                rejection(Endpoint::Import, status, body),
-                want,
-                "{status} {body}"
-            );
-        }
+        assert_rejections(Endpoint::Import, &cases);
     }
 
     #[test]
@@ -312,13 +306,7 @@ mod tests {
                 InvalidRequest,
             ),
         ];
-        for (status, body, want) in cases {
-            assert_eq!(
-                rejection(Endpoint::Share, status, body),
-                want,
-                "{status} {body}"
-            );
-        }
+        assert_rejections(Endpoint::Share, &cases);
     }
 
     #[test]
