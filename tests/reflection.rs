@@ -60,24 +60,25 @@ macro_rules! reflect {
     }};
 }
 
-#[tokio::test]
-async fn reflection_v1_lists_both_services_and_serves_their_descriptor() {
-    let env = TestEnv::start(Default::default()).await;
-    let (services, files) = reflect!(v1, env.channel.clone());
-    for name in EXPECTED {
+/// Our services, health and `reflection` are listed, and share.proto is
+/// served with its two services.
+fn assert_listed(services: &[String], files: &[(String, usize)], reflection: &str) {
+    for name in EXPECTED.iter().copied().chain([reflection]) {
         assert!(services.iter().any(|s| s == name), "{name} in {services:?}");
     }
-    assert!(
-        services
-            .iter()
-            .any(|s| s == "grpc.reflection.v1.ServerReflection")
-    );
     assert!(
         files
             .iter()
             .any(|(name, n)| name.ends_with("share.proto") && *n == 2),
         "share.proto with its two services in {files:?}"
     );
+}
+
+#[tokio::test]
+async fn reflection_v1_lists_both_services_and_serves_their_descriptor() {
+    let env = TestEnv::start(Default::default()).await;
+    let (services, files) = reflect!(v1, env.channel.clone());
+    assert_listed(&services, &files, "grpc.reflection.v1.ServerReflection");
     env.stop().await;
 }
 
@@ -85,19 +86,10 @@ async fn reflection_v1_lists_both_services_and_serves_their_descriptor() {
 async fn reflection_v1alpha_lists_both_services_and_serves_their_descriptor() {
     let env = TestEnv::start(Default::default()).await;
     let (services, files) = reflect!(v1alpha, env.channel.clone());
-    for name in EXPECTED {
-        assert!(services.iter().any(|s| s == name), "{name} in {services:?}");
-    }
-    assert!(
-        services
-            .iter()
-            .any(|s| s == "grpc.reflection.v1alpha.ServerReflection")
-    );
-    assert!(
-        files
-            .iter()
-            .any(|(name, n)| name.ends_with("share.proto") && *n == 2),
-        "share.proto with its two services in {files:?}"
+    assert_listed(
+        &services,
+        &files,
+        "grpc.reflection.v1alpha.ServerReflection",
     );
     env.stop().await;
 }
