@@ -2,12 +2,15 @@
 //!
 //! Three explicit modes: `mtls` (the gateway terminates TLS and requires a
 //! client certificate from a configured CA; identity = the certificate's URI
-//! SAN, e.g. a SPIFFE id, else its DNS SAN), `mesh` (a sidecar terminated
-//! mTLS; identity = the `URI=` of the `x-forwarded-client-cert` element the
-//! sidecar added, trusted only in this mode) and `none` (no identity; every
+//! SAN, e.g. a SPIFFE id; only without one, its DNS SAN as `dns:<name>`),
+//! `mesh` (a sidecar terminated mTLS; identity = the `URI=` of the last
+//! `x-forwarded-client-cert` element, the one the sidecar added, parsed
+//! strictly by [`xfcc`] and trusted only in this mode) and `none` (no identity; every
 //! caller may use every tenant; chosen explicitly, warned about at start).
 
 use tonic::metadata::MetadataMap;
+
+pub mod xfcc;
 
 /// The header a mesh sidecar (Envoy, Istio) sets with the client's certificate details.
 pub const XFCC_HEADER: &str = "x-forwarded-client-cert";
@@ -63,7 +66,8 @@ impl AuthPolicy {
                     return Err(IdentityError::Missing("no x-forwarded-client-cert header"));
                 }
                 let joined = all.join(",");
-                let elements = xfcc::parse(&joined).map_err(IdentityError::Untrusted)?;
+                let elements =
+                    xfcc::parse(&joined).map_err(|e| IdentityError::Untrusted(e.to_string()))?;
                 // The sidecar in front of us appends the last element.
                 let element = elements
                     .last()
@@ -75,14 +79,12 @@ impl AuthPolicy {
                         "XFCC By= is not the trusted sidecar".into(),
                     ));
                 }
-                element
-                    .uris
-                    .first()
-                    .cloned()
-                    .map(Some)
-                    .ok_or(IdentityError::Missing(
+                match element.uri.as_deref() {
+                    Some(uri) if !uri.is_empty() => Ok(Some(uri.to_owned())),
+                    _ => Err(IdentityError::Missing(
                         "x-forwarded-client-cert has no URI=",
-                    ))
+                    )),
+                }
             }
             Self::Mtls => {
                 let cert = peer_certs
@@ -98,7 +100,12 @@ impl AuthPolicy {
     }
 }
 
-/// The first URI SAN of a DER certificate, else its first DNS SAN.
+/// The prefix that marks an identity taken from a certificate's DNS SAN, so
+/// a DNS name can never pass for a URI (a SPIFFE id) in `allowed_callers`.
+pub const DNS_IDENTITY_PREFIX: &str = "dns:";
+
+/// The first URI SAN of a DER certificate; only when it has none, its first
+/// DNS SAN as `dns:<name>`.
 pub fn certificate_identity(der: &[u8]) -> Option<String> {
     use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
     let (_, cert) = X509Certificate::from_der(der).ok()?;
@@ -110,7 +117,7 @@ pub fn certificate_identity(der: &[u8]) -> Option<String> {
     });
     uri.or_else(|| {
         names.iter().find_map(|n| match n {
-            GeneralName::DNSName(dns) => Some((*dns).to_owned()),
+            GeneralName::DNSName(dns) => Some(format!("{DNS_IDENTITY_PREFIX}{dns}")),
             _ => None,
         })
     })
@@ -125,109 +132,11 @@ pub fn caller_allowed(patterns: &[String], identity: &str) -> bool {
     })
 }
 
-/// Envoy's `x-forwarded-client-cert` format: elements separated by `,`,
-/// key=value pairs separated by `;`, values optionally double-quoted (a
-/// quoted value may contain `,` `;` `=` and `\"`).
-pub mod xfcc {
-    /// One element: what one proxy saw of one client certificate.
-    #[derive(Clone, Debug, Default, PartialEq, Eq)]
-    pub struct Element {
-        /// `By=`: the identity of the proxy that added the element.
-        pub by: Option<String>,
-        /// `Hash=`: SHA-256 of the client certificate.
-        pub hash: Option<String>,
-        /// `URI=` values: the client certificate's URI SANs.
-        pub uris: Vec<String>,
-        /// `DNS=` values.
-        pub dns: Vec<String>,
-        /// `Subject=`.
-        pub subject: Option<String>,
-    }
-
-    /// Longest header accepted.
-    const MAX_LEN: usize = 16 * 1024;
-
-    /// Parses a whole header value.
-    pub fn parse(header: &str) -> Result<Vec<Element>, String> {
-        if header.len() > MAX_LEN {
-            return Err("x-forwarded-client-cert is too long".into());
-        }
-        let mut elements = Vec::new();
-        let mut element = Element::default();
-        let mut key = String::new();
-        let mut value = String::new();
-        let mut in_key = true;
-        let mut quoted = false;
-        let mut chars = header.chars().peekable();
-        let mut pairs_in_element = 0;
-        while let Some(c) = chars.next() {
-            if c.is_control() {
-                return Err("x-forwarded-client-cert contains control characters".into());
-            }
-            if quoted {
-                match c {
-                    '\\' => match chars.next() {
-                        Some(escaped) => value.push(escaped),
-                        None => return Err("x-forwarded-client-cert ends inside an escape".into()),
-                    },
-                    '"' => quoted = false,
-                    _ => value.push(c),
-                }
-                continue;
-            }
-            match c {
-                '=' if in_key => in_key = false,
-                '"' if !in_key && value.is_empty() => quoted = true,
-                ';' | ',' => {
-                    finish_pair(&mut element, &mut key, &mut value, in_key)?;
-                    pairs_in_element += 1;
-                    in_key = true;
-                    if c == ',' {
-                        elements.push(std::mem::take(&mut element));
-                        pairs_in_element = 0;
-                    }
-                }
-                _ if in_key => key.push(c),
-                _ => value.push(c),
-            }
-        }
-        if quoted {
-            return Err("x-forwarded-client-cert has an unterminated quote".into());
-        }
-        finish_pair(&mut element, &mut key, &mut value, in_key)?;
-        let _ = pairs_in_element;
-        elements.push(element);
-        Ok(elements)
-    }
-
-    fn finish_pair(
-        element: &mut Element,
-        key: &mut String,
-        value: &mut String,
-        in_key: bool,
-    ) -> Result<(), String> {
-        let k = std::mem::take(key);
-        let v = std::mem::take(value);
-        let k = k.trim();
-        if in_key || k.is_empty() {
-            return Err("x-forwarded-client-cert has a field without key=value".into());
-        }
-        match k.to_ascii_lowercase().as_str() {
-            "by" => element.by = Some(v),
-            "hash" => element.hash = Some(v),
-            "uri" => element.uris.push(v),
-            "dns" => element.dns.push(v),
-            "subject" => element.subject = Some(v),
-            // Cert, Chain and future keys are not needed for identity.
-            _ => {}
-        }
-        Ok(())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use proptest::strategy::Strategy as _;
 
     fn metadata_with(values: &[&str]) -> MetadataMap {
         let mut md = MetadataMap::new();
@@ -235,51 +144,6 @@ mod tests {
             md.append(XFCC_HEADER, v.parse().unwrap());
         }
         md
-    }
-
-    #[test]
-    fn envoy_examples_parse() {
-        // From Envoy's documentation of x-forwarded-client-cert.
-        let header = r#"By=http://frontend.lyft.com;Hash=468ed33be74eee6556d90c0149c1309e9ba61d6425303443c0748a02dd8de688;Subject="/C=US/ST=CA/L=San Francisco/OU=Lyft/CN=Test Client";URI=http://testclient.lyft.com,By=spiffe://cluster.local/ns/didit/sa/gateway;Hash=abc;URI=spiffe://cluster.local/ns/payments/sa/onboarding;DNS=onboarding.payments.svc"#;
-        let elements = xfcc::parse(header).unwrap();
-        assert_eq!(elements.len(), 2);
-        assert_eq!(
-            elements[0].subject.as_deref(),
-            Some("/C=US/ST=CA/L=San Francisco/OU=Lyft/CN=Test Client")
-        );
-        assert_eq!(elements[0].uris, ["http://testclient.lyft.com"]);
-        assert_eq!(
-            elements[1].by.as_deref(),
-            Some("spiffe://cluster.local/ns/didit/sa/gateway")
-        );
-        assert_eq!(
-            elements[1].uris,
-            ["spiffe://cluster.local/ns/payments/sa/onboarding"]
-        );
-        assert_eq!(elements[1].dns, ["onboarding.payments.svc"]);
-    }
-
-    #[test]
-    fn quoted_values_may_hold_separators_and_escaped_quotes() {
-        let header = r#"Hash=1;Subject="CN=a, O=\"b; c\"";URI=spiffe://td/ns/a/sa/b"#;
-        let elements = xfcc::parse(header).unwrap();
-        assert_eq!(elements.len(), 1);
-        assert_eq!(elements[0].subject.as_deref(), Some(r#"CN=a, O="b; c""#));
-        assert_eq!(elements[0].uris, ["spiffe://td/ns/a/sa/b"]);
-    }
-
-    #[test]
-    fn malformed_headers_are_refused() {
-        for bad in [
-            r#"URI="spiffe://x"#,
-            "URI",
-            "URI=a;;Hash=b",
-            "=x",
-            "URI=a,",
-            "URI=a\u{1}",
-        ] {
-            assert!(xfcc::parse(bad).is_err(), "{bad:?}");
-        }
     }
 
     #[test]
@@ -315,6 +179,64 @@ mod tests {
             policy.identify(&two, None).unwrap().as_deref(),
             Some("spiffe://td/ns/new/sa/y")
         );
+    }
+
+    const SIDECAR: &str = "spiffe://td/ns/didit/sa/gateway";
+    const CALLER: &str = "spiffe://td/ns/payments/sa/onboarding";
+
+    fn mesh() -> AuthPolicy {
+        AuthPolicy::Mesh {
+            trusted_proxy_identity: Some(SIDECAR.into()),
+        }
+    }
+
+    /// What our sidecar appends for a caller whose certificate says `CALLER`.
+    fn sidecar_element() -> String {
+        format!(r#"By={SIDECAR};Hash=ab12;Subject="";URI={CALLER}"#)
+    }
+
+    #[test]
+    fn a_caller_cannot_smuggle_a_victims_identity_past_the_sidecar() {
+        // The audit's header: the caller's own XFCC ends in an open quote.
+        let forged = format!(
+            r#"By={SIDECAR};URI=spiffe://td/ns/victim/sa/v;Subject=",{}"#,
+            sidecar_element()
+        );
+        assert!(matches!(
+            mesh().identify(&metadata_with(&[&forged]), None),
+            Err(IdentityError::Untrusted(_))
+        ));
+        // The same split over two header lines.
+        let lines = [
+            &format!(r#"By={SIDECAR};URI=spiffe://td/ns/victim/sa/v;Subject=""#)[..],
+            &sidecar_element(),
+        ];
+        assert!(mesh().identify(&metadata_with(&lines), None).is_err());
+    }
+
+    proptest::proptest! {
+        /// Whatever a caller prefixes to the sidecar's element, the gateway
+        /// sees the caller's real identity or refuses the call.
+        #[test]
+        fn no_prefix_changes_the_identity(
+            prefix in proptest::collection::vec(
+                proptest::prop_oneof![
+                    proptest::sample::select(vec![
+                        "By=", "URI=", "Subject=", "Hash=", "DNS=", "\"", "\\", ",", ";", "=",
+                        SIDECAR, "spiffe://td/ns/victim/sa/v", " ", "x",
+                    ]).prop_map(str::to_owned),
+                    "[ -~]{0,6}",
+                ],
+                0..12,
+            ).prop_map(|parts| parts.concat())
+        ) {
+            let header = format!("{prefix},{}", sidecar_element());
+            let seen = mesh().identify(&metadata_with(&[&header]), None);
+            proptest::prop_assert!(
+                seen.is_err() || seen == Ok(Some(CALLER.to_owned())),
+                "{header:?} gave {seen:?}"
+            );
+        }
     }
 
     #[test]
@@ -366,7 +288,19 @@ mod tests {
             .unwrap();
         assert_eq!(
             certificate_identity(dns_only.der()).as_deref(),
-            Some("a.example")
+            Some("dns:a.example")
         );
+        // A DNS SAN that looks like a SPIFFE id stays a DNS identity.
+        let lookalike =
+            rcgen::CertificateParams::new(vec!["spiffe://td/ns/payments/sa/onboarding".to_owned()])
+                .unwrap()
+                .self_signed(&key)
+                .unwrap();
+        let identity = certificate_identity(lookalike.der()).unwrap();
+        assert_eq!(identity, "dns:spiffe://td/ns/payments/sa/onboarding");
+        assert!(!caller_allowed(
+            &["spiffe://td/ns/payments/*".to_owned()],
+            &identity
+        ));
     }
 }

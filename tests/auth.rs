@@ -232,6 +232,12 @@ async fn mesh_mode_trusts_only_the_sidecars_xfcc() {
             )),
         ),
         (
+            "smuggled: an open quote that would swallow the sidecar's element",
+            Some(format!(
+                r#"By={SIDECAR};URI={PAYMENTS};Subject=",By={SIDECAR};Hash=bb;Subject="";URI={RISK}"#
+            )),
+        ),
+        (
             "malformed: unterminated quote",
             Some(format!(r#"By={SIDECAR};Subject="CN=x;URI={PAYMENTS}"#)),
         ),
