@@ -10,6 +10,7 @@
 //! - [`auth`]: caller identity (mtls, mesh XFCC, none) and `allowed_callers`.
 //! - [`secrets`]: API key files re-read on change.
 //! - [`session`]: the plain-Rust domain: share/import requests and results.
+//! - [`share_token`]: reading a share token's claims (unverified) for policy and recovery.
 //! - [`gateway`]: the core: share and import with de-duplication and replay.
 //! - [`coalesce`]: in-flight de-duplication of identical calls.
 //! - [`replay`]: the bounded store of successful imports.
@@ -45,6 +46,7 @@ pub mod secrets;
 pub mod server;
 pub mod service;
 pub mod session;
+pub mod share_token;
 pub mod telemetry;
 pub mod tenant;
 
