@@ -7,6 +7,7 @@
 //! # Layout
 //! - [`config`]: the TOML config and its validation.
 //! - [`tenant`]: tenants, their (redacted) API keys, `x-tenant-id` lookup.
+//! - [`audit`]: the one audit event per RPC, on the tracing target `audit`.
 //! - [`auth`]: caller identity (mtls, mesh XFCC, none) and `allowed_callers`.
 //! - [`secrets`]: API key files re-read on change.
 //! - [`session`]: the plain-Rust domain: share/import requests and results.
@@ -30,6 +31,7 @@
 
 pub mod admin;
 pub mod app;
+pub mod audit;
 pub mod auth;
 pub mod coalesce;
 pub mod config;

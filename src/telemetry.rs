@@ -1,10 +1,17 @@
 //! Log set-up: JSON lines when stdout is not a terminal (collectors parse
 //! them), human-readable text on one. `RUST_LOG` filters, default `info`.
+//!
+//! Audit events (target [`crate::audit::TARGET`]) take a layer of their own:
+//! always one JSON object per line with `"target":"audit"`, whatever the log
+//! format and `RUST_LOG`, so a pipeline can route them to a SIEM by target.
 
 use std::io::IsTerminal as _;
 
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::Layer as _;
+use tracing_subscriber::filter::{Targets, filter_fn};
 use tracing_subscriber::fmt::MakeWriter;
+use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
 
 /// The log format.
@@ -50,21 +57,95 @@ pub fn subscriber<W>(
     writer: W,
 ) -> Box<dyn tracing::Subscriber + Send + Sync>
 where
-    W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
+    W: for<'w> MakeWriter<'w> + Clone + Send + Sync + 'static,
 {
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let not_audit = filter_fn(|meta| meta.target() != crate::audit::TARGET);
+    let operational = tracing_subscriber::fmt::layer()
         .with_target(false)
-        .with_writer(writer);
-    if json {
-        Box::new(
-            builder
-                .json()
-                .flatten_event(true)
-                .with_current_span(false)
-                .finish(),
-        )
+        .with_writer(writer.clone());
+    let operational = if json {
+        operational
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_filter(not_audit)
+            .with_filter(filter)
+            .boxed()
     } else {
-        Box::new(builder.compact().with_ansi(ansi).finish())
+        operational
+            .compact()
+            .with_ansi(ansi)
+            .with_filter(not_audit)
+            .with_filter(filter)
+            .boxed()
+    };
+    let audit = tracing_subscriber::fmt::layer()
+        .json()
+        .flatten_event(true)
+        .with_current_span(false)
+        .with_span_list(false)
+        .with_target(true)
+        .with_writer(writer)
+        .with_filter(Targets::new().with_target(crate::audit::TARGET, tracing::Level::INFO));
+    Box::new(tracing_subscriber::registry().with(operational).with(audit))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex, PoisonError};
+
+    use super::*;
+    use crate::audit::AuditEvent;
+
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            let mut bytes = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+            bytes.extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl<'a> MakeWriter<'a> for Captured {
+        type Writer = Self;
+        fn make_writer(&'a self) -> Self {
+            self.clone()
+        }
+    }
+
+    #[test]
+    fn audit_events_are_json_lines_of_their_own_whatever_the_format() {
+        for json in [false, true] {
+            let captured = Captured::default();
+            // Operational logs filtered down to errors: audit still flows.
+            let subscriber = subscriber(json, false, EnvFilter::new("error"), captured.clone());
+            tracing::subscriber::with_default(subscriber, || {
+                tracing::info!("operational line");
+                AuditEvent {
+                    request_id: "r-1".into(),
+                    rpc: "ShareSession",
+                    code: "OK",
+                    session_id: Some("s-1".into()),
+                    ..AuditEvent::default()
+                }
+                .emit();
+            });
+            let bytes = captured.0.lock().unwrap().clone();
+            let text = String::from_utf8(bytes).unwrap();
+            let lines: Vec<&str> = text.lines().collect();
+            assert_eq!(lines.len(), 1, "{text}");
+            let event: serde_json::Value = serde_json::from_str(lines[0]).unwrap();
+            assert_eq!(event["target"], "audit");
+            assert_eq!(event["request_id"], "r-1");
+            assert_eq!(event["session_id"], "s-1");
+            assert_eq!(event["replayed"], false);
+            assert!(event.get("new_session_id").is_none());
+            assert!(event["timestamp"].is_string());
+        }
     }
 }
