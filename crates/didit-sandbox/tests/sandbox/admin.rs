@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use didit_share_gateway::sandbox::{Dialect, Stats, demo_applications};
+use didit_sandbox::{Dialect, Stats, demo_applications};
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -52,7 +52,7 @@ async fn applications_lists_the_fixed_demo_data() {
         }
     }
     // Same as the library function, and deterministic across sandboxes.
-    let typed: Vec<didit_share_gateway::sandbox::DemoApplication> =
+    let typed: Vec<didit_sandbox::DemoApplication> =
         serde_json::from_value(reply.body.clone()).expect("typed");
     assert_eq!(
         typed[1].sessions[4].session_id,
@@ -62,8 +62,8 @@ async fn applications_lists_the_fixed_demo_data() {
 
 #[tokio::test]
 async fn docs_list_every_seeded_session_id() {
-    let docs = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/SANDBOX.md"))
-        .expect("docs/SANDBOX.md");
+    let docs = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
+        .expect("crates/didit-sandbox/README.md");
     for app in demo_applications() {
         assert!(docs.contains(&app.application_id.to_string()));
         for s in &app.sessions {
