@@ -182,7 +182,7 @@ pub fn reload(state: &AppState, running: &Config, path: &Path) -> Result<Config,
 }
 
 /// The `--sandbox` configuration: one tenant per demo application of the
-/// in-process sandbox (`service-x`, `service-y`), named after
+/// in-process sandbox (`service-x`, `service-y`, `service-z`), named after
 /// it, callers not authenticated (a local demo), everything else at its
 /// defaults. Only with the `sandbox` feature.
 #[cfg(feature = "sandbox")]

@@ -28,7 +28,7 @@ struct Cli {
     /// Serve with this config file (TOML).
     #[arg(long, env = "DSG_CONFIG", value_name = "PATH", conflicts_with_all = ["sandbox", "check_config"])]
     config: Option<PathBuf>,
-    /// Serve against an in-process Didit sandbox with demo tenants `service-x` and `service-y`.
+    /// Serve against an in-process Didit sandbox with demo tenants `service-x`, `service-y` and `service-z`.
     #[cfg_attr(
         not(feature = "sandbox"),
         arg(help = "Not in this build (built without the `sandbox` feature): stops with an error")

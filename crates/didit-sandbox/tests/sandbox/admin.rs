@@ -15,7 +15,7 @@ async fn applications_lists_the_fixed_demo_data() {
     let reply = env.admin(Method::GET, "/_sandbox/applications", None).await;
     assert_eq!(reply.status, 200);
     let apps = reply.body.as_array().expect("array");
-    assert_eq!(apps.len(), 2);
+    assert_eq!(apps.len(), 3);
     assert_eq!(
         apps[0]["application_id"],
         "11111111-1111-4111-8111-111111111111",
@@ -37,6 +37,16 @@ async fn applications_lists_the_fixed_demo_data() {
     assert_eq!(
         apps[1]["workflows"],
         json!({"user": "wf_service_y_kyc", "business": "wf_service_y_kyb"})
+    );
+    assert_eq!(apps[2]["name"], "service-z");
+    assert_eq!(
+        apps[2]["application_id"],
+        "33333333-3333-4333-8333-333333333333"
+    );
+    assert_eq!(apps[2]["api_key"], "sandbox-service-z-key");
+    assert_eq!(
+        apps[2]["workflows"],
+        json!({"user": "wf_service_z_kyc", "business": "wf_service_z_kyb"})
     );
     for app in apps {
         let sessions = app["sessions"].as_array().expect("sessions");
