@@ -30,10 +30,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use didit_sandbox::Sandbox;
 use didit_share_gateway::metrics::EndpointLabels;
 use didit_share_gateway::proto::ImportSharedSessionResponse;
 use didit_share_gateway::proto::import_service_client::ImportServiceClient;
-use didit_share_gateway::sandbox::Sandbox;
 use futures::StreamExt as _;
 use prost::Message as _;
 use tonic::transport::Channel;

@@ -181,9 +181,11 @@ pub fn reload(state: &AppState, running: &Config, path: &Path) -> Result<Config,
     Ok(new)
 }
 
-/// The `--sandbox` configuration: tenants `service-x` and `service-y`
-/// wired to the in-process sandbox's two demo applications, callers not
-/// authenticated (a local demo), everything else at its defaults.
+/// The `--sandbox` configuration: one tenant per demo application of the
+/// in-process sandbox (`service-x`, `service-y`, `service-z`), named after
+/// it, callers not authenticated (a local demo), everything else at its
+/// defaults. Only with the `sandbox` feature.
+#[cfg(feature = "sandbox")]
 pub fn sandbox_config(
     base_url: &str,
     listen: std::net::SocketAddr,
@@ -191,7 +193,7 @@ pub fn sandbox_config(
 ) -> Config {
     use crate::config::{KeySource, TenantConfig, defaults};
     use crate::tenant::ApiKey;
-    let tenants = crate::sandbox::demo_applications()
+    let tenants = didit_sandbox::demo_applications()
         .into_iter()
         .map(|app| TenantConfig {
             id: app.name,

@@ -23,9 +23,10 @@
 //! - [`server`]: the gRPC server, health, reflection, shutdown sequence.
 //! - [`admin`]: `/healthz`, `/readyz`, `/metrics`.
 //! - [`metrics`]: the Prometheus registry.
-//! - [`app`]: assembling all of the above from a config.
+//! - [`app`]: assembling all of the above from a config; with the `sandbox`
+//!   feature also the `--sandbox` config (a tenant per demo application of
+//!   the `didit_sandbox` crate).
 //! - [`telemetry`]: log set-up.
-//! - [`sandbox`]: a local stand-in for Didit's v3 share/import REST API.
 //! - [`proto`]: the generated `didit.share.v1` types and services.
 #![forbid(unsafe_code)]
 
@@ -43,7 +44,6 @@ pub mod limits;
 pub mod metrics;
 pub mod proto;
 pub mod replay;
-pub mod sandbox;
 pub mod secrets;
 pub mod server;
 pub mod service;

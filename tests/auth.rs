@@ -7,11 +7,11 @@ mod common;
 use std::time::Duration;
 
 use common::{TestEnv, demo, reason, with_tenant};
+use didit_sandbox::SandboxConfig;
 use didit_share_gateway::app;
 use didit_share_gateway::config::{AuthConfig, Config, KeySource};
 use didit_share_gateway::proto::ShareSessionRequest;
 use didit_share_gateway::proto::share_service_client::ShareServiceClient;
-use didit_share_gateway::sandbox::SandboxConfig;
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair, SanType};
 use sha2::Digest as _;
 use tonic::Code;

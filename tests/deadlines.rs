@@ -7,8 +7,8 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{TestEnv, demo, metric_value, reason};
+use didit_sandbox::SandboxConfig;
 use didit_share_gateway::proto::{ImportSharedSessionRequest, ShareSessionRequest};
-use didit_share_gateway::sandbox::SandboxConfig;
 use prost::Message;
 use serde_json::json;
 use tonic::Code;

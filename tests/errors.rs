@@ -5,9 +5,9 @@
 mod common;
 
 use common::{DIALECTS, READ_ONLY_TENANT, TestEnv, demo, error_metadata, reason, with_tenant};
+use didit_sandbox::SandboxConfig;
 use didit_share_gateway::config::{KeySource, TenantConfig};
 use didit_share_gateway::proto::ShareSessionRequest;
-use didit_share_gateway::sandbox::SandboxConfig;
 use didit_share_gateway::tenant::ApiKey;
 use serde_json::json;
 use tonic::Code;

@@ -7,7 +7,7 @@ mod common;
 use std::time::Duration;
 
 use common::{TestEnv, eventually};
-use didit_share_gateway::sandbox::SandboxConfig;
+use didit_sandbox::SandboxConfig;
 use serde_json::json;
 use tokio_stream::StreamExt as _;
 use tonic::Code;

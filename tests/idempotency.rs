@@ -7,7 +7,7 @@ mod common;
 use std::time::Duration;
 
 use common::{TestEnv, demo, error_metadata, metric_value, reason};
-use didit_share_gateway::sandbox::SandboxConfig;
+use didit_sandbox::SandboxConfig;
 use serde_json::json;
 use tonic::Code;
 

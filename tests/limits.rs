@@ -7,8 +7,8 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{TestEnv, demo, metric_value, reason, with_tenant};
+use didit_sandbox::{RateLimit, SandboxConfig};
 use didit_share_gateway::proto::ShareSessionRequest;
-use didit_share_gateway::sandbox::{RateLimit, SandboxConfig};
 use serde_json::json;
 use tonic::Code;
 use tonic_health::pb::HealthCheckRequest;

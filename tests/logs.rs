@@ -10,8 +10,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use common::{READ_ONLY_TENANT, TestEnv, demo, reason, with_tenant};
+use didit_sandbox::SandboxConfig;
 use didit_share_gateway::proto::{ImportSharedSessionRequest, ShareSessionRequest};
-use didit_share_gateway::sandbox::SandboxConfig;
 use didit_share_gateway::telemetry;
 use serde_json::{Value, json};
 use tonic::Code;
@@ -364,7 +364,7 @@ async fn no_secret_in_any_log_line_and_every_call_line_is_complete() {
     tracing::info!("log capture on");
 
     let mut secrets = Secrets::default();
-    for app in didit_share_gateway::sandbox::demo_applications() {
+    for app in didit_sandbox::demo_applications() {
         secrets.add(&app.api_key, "an API key");
         secrets.add(&app.read_only_api_key, "an API key");
     }

@@ -8,8 +8,8 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use common::{READ_ONLY_TENANT, TestEnv, demo, reason, with_tenant};
+use didit_sandbox::SandboxConfig;
 use didit_share_gateway::proto::ShareSessionRequest;
-use didit_share_gateway::sandbox::SandboxConfig;
 use serde_json::json;
 
 /// One sample line: name, labels, value.
@@ -347,7 +347,7 @@ async fn every_documented_series_is_exported() {
     );
 
     // No secret in any label.
-    for app in didit_share_gateway::sandbox::demo_applications() {
+    for app in didit_sandbox::demo_applications() {
         assert!(!text.contains(&app.api_key));
         assert!(!text.contains(&app.read_only_api_key));
     }

@@ -8,8 +8,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use axum::http::{HeaderMap, StatusCode};
 use common::{TestEnv, demo, reason, with_tenant};
+use didit_sandbox::SandboxConfig;
 use didit_share_gateway::proto::ShareSessionRequest;
-use didit_share_gateway::sandbox::SandboxConfig;
 
 /// A Didit stand-in that records request headers and answers 404.
 #[derive(Clone, Default)]

@@ -7,9 +7,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use common::{demo, free_port, reason, with_tenant};
+use didit_sandbox::{Sandbox, SandboxConfig};
 use didit_share_gateway::proto::ShareSessionRequest;
 use didit_share_gateway::proto::share_service_client::ShareServiceClient;
-use didit_share_gateway::sandbox::{Sandbox, SandboxConfig};
 
 fn signal(child: &Child, name: &str) {
     let status = Command::new("kill")

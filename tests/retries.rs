@@ -8,7 +8,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{TestEnv, demo, metric_value, reason};
-use didit_share_gateway::sandbox::SandboxConfig;
+use didit_sandbox::SandboxConfig;
 use serde_json::json;
 use tonic::Code;
 use tonic_types::StatusExt as _;

@@ -8,8 +8,8 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::{TestEnv, demo, eventually, free_port, metric_value, with_tenant};
+use didit_sandbox::SandboxConfig;
 use didit_share_gateway::proto::ShareSessionRequest;
-use didit_share_gateway::sandbox::SandboxConfig;
 use serde_json::json;
 use tonic::Code;
 use tonic::transport::Channel;
@@ -274,7 +274,7 @@ async fn sigint_drains_and_exits_zero() {
 async fn a_call_stuck_past_server_shutdown_grace_still_lets_the_process_exit_zero() {
     // Didit hangs for 30 s; the config allows a 1 s drain.
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let sandbox = didit_share_gateway::sandbox::Sandbox::start(listener, SandboxConfig::default())
+    let sandbox = didit_sandbox::Sandbox::start(listener, SandboxConfig::default())
         .await
         .unwrap();
     let x = demo("service-x");

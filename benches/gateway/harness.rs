@@ -6,13 +6,13 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use didit_sandbox::{Dialect, Sandbox, SandboxConfig};
 use didit_share_gateway::app;
 use didit_share_gateway::config::Config;
 use didit_share_gateway::metrics::Metrics;
 use didit_share_gateway::proto::import_service_client::ImportServiceClient;
 use didit_share_gateway::proto::import_service_server::{ImportService, ImportServiceServer};
 use didit_share_gateway::proto::{ImportSharedSessionRequest, ImportSharedSessionResponse};
-use didit_share_gateway::sandbox::{Dialect, Sandbox, SandboxConfig};
 use didit_share_gateway::server;
 use didit_share_gateway::service::AppState;
 use futures::StreamExt as _;
@@ -219,7 +219,7 @@ pub fn with_tenant(request: ImportSharedSessionRequest) -> Request<ImportSharedS
 
 /// service-x's Approved KYC session, the one every token shares.
 fn shared_session() -> uuid::Uuid {
-    didit_share_gateway::sandbox::demo_applications()
+    didit_sandbox::demo_applications()
         .into_iter()
         .find(|a| a.name == "service-x")
         .and_then(|x| {
@@ -232,7 +232,7 @@ fn shared_session() -> uuid::Uuid {
 }
 
 fn importer_application() -> uuid::Uuid {
-    didit_share_gateway::sandbox::demo_applications()
+    didit_sandbox::demo_applications()
         .into_iter()
         .find(|a| a.name == IMPORTER)
         .expect("service-y")

@@ -1,5 +1,10 @@
 //! `didit-share-gateway`: parse flags, load and validate the config (or
 //! start the in-process sandbox), bind, serve, drain on SIGTERM/SIGINT.
+//!
+//! `--sandbox` needs the `sandbox` cargo feature (on by default). A build
+//! without it (`--no-default-features`, the container image) has no sandbox
+//! code: `--sandbox` then stops at start with one line and exit code 64, and
+//! the `--sandbox-*` flags do not exist.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -7,7 +12,6 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use didit_share_gateway::config::{AuthConfig, Config, KeySource};
-use didit_share_gateway::sandbox::{Dialect, RateLimit, Sandbox, SandboxConfig};
 use didit_share_gateway::telemetry::{self, LogFormat};
 use didit_share_gateway::{app, metrics::Metrics, secrets, server};
 use tokio::net::TcpListener;
@@ -24,7 +28,11 @@ struct Cli {
     /// Serve with this config file (TOML).
     #[arg(long, env = "DSG_CONFIG", value_name = "PATH", conflicts_with_all = ["sandbox", "check_config"])]
     config: Option<PathBuf>,
-    /// Serve against an in-process Didit sandbox with demo tenants `service-x` and `service-y`.
+    /// Serve against an in-process Didit sandbox with demo tenants `service-x`, `service-y` and `service-z`.
+    #[cfg_attr(
+        not(feature = "sandbox"),
+        arg(help = "Not in this build (built without the `sandbox` feature): stops with an error")
+    )]
     #[arg(long, env = "DSG_SANDBOX")]
     sandbox: bool,
     /// Validate a config file and the key files it references, print what it would serve, exit.
@@ -41,20 +49,10 @@ struct Cli {
     /// Admin HTTP address for /metrics /healthz /readyz [default: 0.0.0.0:9090, or the config's].
     #[arg(long, env = "DSG_ADMIN_LISTEN", value_name = "ADDR")]
     admin_listen: Option<SocketAddr>,
-    /// Where the in-process sandbox's REST API listens in --sandbox mode.
-    #[arg(
-        long,
-        env = "DSG_SANDBOX_LISTEN",
-        value_name = "ADDR",
-        default_value = "127.0.0.1:8787"
-    )]
-    sandbox_listen: SocketAddr,
-    /// The sandbox's dialect: the seeds' status codes or the published OpenAPI's.
-    #[arg(long, env = "DSG_SANDBOX_DIALECT", value_enum, default_value_t = Dialect::Seeds)]
-    sandbox_dialect: Dialect,
-    /// Make the sandbox enforce Didit's 300 writes per minute per key.
-    #[arg(long, env = "DSG_SANDBOX_RATE_LIMIT")]
-    sandbox_rate_limit: bool,
+    /// The `--sandbox-*` flags.
+    #[cfg(feature = "sandbox")]
+    #[command(flatten)]
+    sandbox_options: sandbox_mode::Options,
     /// Log format.
     #[arg(long, env = "DSG_LOG_FORMAT", value_enum, default_value_t = LogFormat::Auto)]
     log_format: LogFormat,
@@ -79,33 +77,19 @@ fn main() -> ExitCode {
 async fn serve(cli: Cli) -> ExitCode {
     let mut sandbox = None;
     let config = if cli.sandbox {
-        let listener = match TcpListener::bind(cli.sandbox_listen).await {
-            Ok(l) => l,
-            Err(err) => {
-                return unavailable(&format!(
-                    "cannot bind the sandbox on {}: {err}",
-                    cli.sandbox_listen
-                ));
+        let listen = cli
+            .listen
+            .unwrap_or_else(|| default_addr(didit_share_gateway::config::defaults::LISTEN));
+        let admin_listen = cli
+            .admin_listen
+            .unwrap_or_else(|| default_addr(didit_share_gateway::config::defaults::ADMIN_LISTEN));
+        match sandbox_mode::start(&cli, listen, admin_listen).await {
+            Ok((started, config)) => {
+                sandbox = Some(started);
+                config
             }
-        };
-        let sandbox_config = SandboxConfig {
-            dialect: cli.sandbox_dialect,
-            rate_limit: cli.sandbox_rate_limit.then(RateLimit::default),
-        };
-        let started = match Sandbox::start(listener, sandbox_config).await {
-            Ok(s) => s,
-            Err(err) => return unavailable(&format!("cannot start the sandbox: {err}")),
-        };
-        let config = app::sandbox_config(
-            &started.base_url(),
-            cli.listen
-                .unwrap_or_else(|| default_addr(didit_share_gateway::config::defaults::LISTEN)),
-            cli.admin_listen.unwrap_or_else(|| {
-                default_addr(didit_share_gateway::config::defaults::ADMIN_LISTEN)
-            }),
-        );
-        sandbox = Some(started);
-        config
+            Err(code) => return code,
+        }
     } else {
         let Some(path) = &cli.config else {
             eprintln!(
@@ -159,7 +143,7 @@ async fn serve(cli: Cli) -> ExitCode {
         "didit-share-gateway listening"
     );
     if let Some(sandbox) = &sandbox {
-        print_sandbox_banner(sandbox, &grpc_addr);
+        sandbox.print_banner(&grpc_addr);
     }
     if config.auth == AuthConfig::None {
         tracing::warn!(
@@ -254,23 +238,129 @@ async fn shutdown_signal() {
     }
 }
 
-fn print_sandbox_banner(sandbox: &Sandbox, grpc_addr: &str) {
-    let base = sandbox.base_url();
-    println!(
-        "didit-share-gateway --sandbox: gRPC on {grpc_addr}, Didit sandbox REST API on {base}"
-    );
-    println!("demo tenants (send one in x-tenant-id):");
-    for app in didit_share_gateway::sandbox::demo_applications() {
-        println!(
-            "  {:<10} application_id={}  workflows: user={} business={}",
-            app.name, app.application_id, app.workflows.user, app.workflows.business
-        );
+/// `--sandbox` mode: the in-process Didit sandbox and its demo tenants.
+#[cfg(feature = "sandbox")]
+mod sandbox_mode {
+    use std::net::SocketAddr;
+    use std::process::ExitCode;
+
+    use didit_sandbox::{Dialect, RateLimit, Sandbox, SandboxConfig, demo_applications};
+    use didit_share_gateway::{app, config::Config};
+    use tokio::net::TcpListener;
+
+    use super::{Cli, unavailable};
+
+    /// The `--sandbox-*` flags.
+    #[derive(Debug, clap::Args)]
+    pub struct Options {
+        /// Where the in-process sandbox's REST API listens in --sandbox mode.
+        #[arg(
+            long,
+            env = "DSG_SANDBOX_LISTEN",
+            value_name = "ADDR",
+            default_value = "127.0.0.1:8787"
+        )]
+        sandbox_listen: SocketAddr,
+        /// The sandbox's dialect: the seeds' status codes or the published OpenAPI's.
+        #[arg(long, env = "DSG_SANDBOX_DIALECT", value_enum, default_value_t = Dialect::Seeds)]
+        sandbox_dialect: Dialect,
+        /// Make the sandbox enforce Didit's 300 writes per minute per key.
+        #[arg(long, env = "DSG_SANDBOX_RATE_LIMIT")]
+        sandbox_rate_limit: bool,
     }
-    let port = grpc_addr.rsplit(':').next().unwrap_or("50051");
-    println!(
-        "first call:  cargo run --example share_then_import -- --gateway http://127.0.0.1:{port} --sandbox {base}"
-    );
-    println!("sandbox API: curl -s {base}/_sandbox/applications");
+
+    /// The running sandbox.
+    pub struct Running(Sandbox);
+
+    /// Starts the sandbox; the gateway's config has one tenant per demo application.
+    pub async fn start(
+        cli: &Cli,
+        listen: SocketAddr,
+        admin_listen: SocketAddr,
+    ) -> Result<(Running, Config), ExitCode> {
+        let options = &cli.sandbox_options;
+        let listener = match TcpListener::bind(options.sandbox_listen).await {
+            Ok(l) => l,
+            Err(err) => {
+                return Err(unavailable(&format!(
+                    "cannot bind the sandbox on {}: {err}",
+                    options.sandbox_listen
+                )));
+            }
+        };
+        let sandbox_config = SandboxConfig {
+            dialect: options.sandbox_dialect,
+            rate_limit: options.sandbox_rate_limit.then(RateLimit::default),
+        };
+        let started = match Sandbox::start(listener, sandbox_config).await {
+            Ok(s) => s,
+            Err(err) => return Err(unavailable(&format!("cannot start the sandbox: {err}"))),
+        };
+        let config = app::sandbox_config(&started.base_url(), listen, admin_listen);
+        Ok((Running(started), config))
+    }
+
+    impl Running {
+        /// The demo tenants and a ready-to-paste first call.
+        pub fn print_banner(&self, grpc_addr: &str) {
+            let base = self.0.base_url();
+            println!(
+                "didit-share-gateway --sandbox: gRPC on {grpc_addr}, Didit sandbox REST API on {base}"
+            );
+            println!("demo tenants (send one in x-tenant-id):");
+            for app in demo_applications() {
+                println!(
+                    "  {:<10} application_id={}  workflows: user={} business={}",
+                    app.name, app.application_id, app.workflows.user, app.workflows.business
+                );
+            }
+            let port = grpc_addr.rsplit(':').next().unwrap_or("50051");
+            println!(
+                "first call:  cargo run --example share_then_import -- --gateway http://127.0.0.1:{port} --sandbox {base}"
+            );
+            println!("sandbox API: curl -s {base}/_sandbox/applications");
+        }
+
+        pub async fn stop(self) {
+            self.0.stop().await;
+        }
+    }
+}
+
+/// A build without the `sandbox` feature: `--sandbox` is refused at start.
+#[cfg(not(feature = "sandbox"))]
+mod sandbox_mode {
+    use std::net::SocketAddr;
+    use std::process::ExitCode;
+
+    use didit_share_gateway::config::Config;
+
+    use super::{Cli, EXIT_CONFIG};
+
+    /// No sandbox can run in this build.
+    pub enum Running {}
+
+    /// Always refuses, with one line.
+    pub async fn start(
+        _cli: &Cli,
+        _listen: SocketAddr,
+        _admin_listen: SocketAddr,
+    ) -> Result<(Running, Config), ExitCode> {
+        eprintln!(
+            "didit-share-gateway: --sandbox is not available: this binary was built without the `sandbox` cargo feature; give --config PATH"
+        );
+        Err(ExitCode::from(EXIT_CONFIG))
+    }
+
+    impl Running {
+        pub fn print_banner(&self, _grpc_addr: &str) {
+            match *self {}
+        }
+
+        pub async fn stop(self) {
+            match self {}
+        }
+    }
 }
 
 /// `--check-config`: validate, print a summary, exit 0 or 64.

@@ -5,6 +5,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use didit_sandbox::{DemoApplication, Dialect, Sandbox, SandboxConfig, Stats};
 use didit_share_gateway::app;
 use didit_share_gateway::config::{Config, KeySource, TenantConfig};
 use didit_share_gateway::metrics::Metrics;
@@ -14,7 +15,6 @@ use didit_share_gateway::proto::{
     ImportSharedSessionRequest, ImportSharedSessionResponse, ShareSessionRequest,
     ShareSessionResponse,
 };
-use didit_share_gateway::sandbox::{DemoApplication, Dialect, Sandbox, SandboxConfig, Stats};
 use didit_share_gateway::server;
 use didit_share_gateway::service::AppState;
 use didit_share_gateway::tenant::ApiKey;
@@ -268,7 +268,7 @@ impl TestEnv {
 
 /// The sandbox's fixed demo application `name`.
 pub fn demo(name: &str) -> DemoApplication {
-    didit_share_gateway::sandbox::demo_applications()
+    didit_sandbox::demo_applications()
         .into_iter()
         .find(|a| a.name == name)
         .unwrap_or_else(|| panic!("no demo application {name}"))

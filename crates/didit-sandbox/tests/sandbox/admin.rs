@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use didit_share_gateway::sandbox::{Dialect, Stats, demo_applications};
+use didit_sandbox::{Dialect, Stats, demo_applications};
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -15,7 +15,7 @@ async fn applications_lists_the_fixed_demo_data() {
     let reply = env.admin(Method::GET, "/_sandbox/applications", None).await;
     assert_eq!(reply.status, 200);
     let apps = reply.body.as_array().expect("array");
-    assert_eq!(apps.len(), 2);
+    assert_eq!(apps.len(), 3);
     assert_eq!(
         apps[0]["application_id"],
         "11111111-1111-4111-8111-111111111111",
@@ -38,6 +38,16 @@ async fn applications_lists_the_fixed_demo_data() {
         apps[1]["workflows"],
         json!({"user": "wf_service_y_kyc", "business": "wf_service_y_kyb"})
     );
+    assert_eq!(apps[2]["name"], "service-z");
+    assert_eq!(
+        apps[2]["application_id"],
+        "33333333-3333-4333-8333-333333333333"
+    );
+    assert_eq!(apps[2]["api_key"], "sandbox-service-z-key");
+    assert_eq!(
+        apps[2]["workflows"],
+        json!({"user": "wf_service_z_kyc", "business": "wf_service_z_kyb"})
+    );
     for app in apps {
         let sessions = app["sessions"].as_array().expect("sessions");
         assert_eq!(sessions.len(), 22);
@@ -52,7 +62,7 @@ async fn applications_lists_the_fixed_demo_data() {
         }
     }
     // Same as the library function, and deterministic across sandboxes.
-    let typed: Vec<didit_share_gateway::sandbox::DemoApplication> =
+    let typed: Vec<didit_sandbox::DemoApplication> =
         serde_json::from_value(reply.body.clone()).expect("typed");
     assert_eq!(
         typed[1].sessions[4].session_id,
@@ -62,8 +72,8 @@ async fn applications_lists_the_fixed_demo_data() {
 
 #[tokio::test]
 async fn docs_list_every_seeded_session_id() {
-    let docs = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/SANDBOX.md"))
-        .expect("docs/SANDBOX.md");
+    let docs = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
+        .expect("crates/didit-sandbox/README.md");
     for app in demo_applications() {
         assert!(docs.contains(&app.application_id.to_string()));
         for s in &app.sessions {

@@ -8,9 +8,9 @@ use axum::http::{Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Json, Router};
 
+use super::api_error::detail;
 use super::clock::Clock;
 use super::demo::{DemoApplication, demo_applications};
-use super::error::detail;
 use super::faults::Faults;
 use super::ratelimit::WriteLimiter;
 use super::stats::Counters;
@@ -56,7 +56,7 @@ impl Shared {
 pub(crate) fn router(shared: Arc<Shared>) -> Router {
     Router::new()
         .merge(super::api::routes())
-        .merge(super::admin::routes())
+        .merge(super::control::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(shared)

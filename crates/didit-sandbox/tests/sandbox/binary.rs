@@ -23,10 +23,20 @@ fn bad_flags_are_clean_usage_errors() {
         .output()
         .expect("run");
     assert_eq!(out.status.code(), Some(2));
+    // Its env vars have their own prefix.
+    let out = Command::new(BIN)
+        .env("DIDIT_SANDBOX_DIALECT", "klingon")
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("invalid value 'klingon'"),
+        "DIDIT_SANDBOX_DIALECT is read"
+    );
     let out = Command::new(BIN).arg("--help").output().expect("run");
     let help = String::from_utf8_lossy(&out.stdout);
     assert!(
-        help.contains("--rate-limit") && help.contains("DSG_LISTEN"),
+        help.contains("--rate-limit") && help.contains("DIDIT_SANDBOX_LISTEN"),
         "{help}"
     );
 }
@@ -34,7 +44,10 @@ fn bad_flags_are_clean_usage_errors() {
 #[tokio::test]
 async fn binary_prints_banner_and_serves() {
     let mut child = Command::new(BIN)
-        .args(["--listen", "127.0.0.1:0", "--dialect", "openapi"])
+        .args(["--dialect", "openapi"])
+        // Its own env prefix is read; the gateway's DSG_* are not.
+        .env("DIDIT_SANDBOX_LISTEN", "127.0.0.1:0")
+        .env("DSG_LISTEN", "not-an-addr")
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -57,7 +70,8 @@ async fn binary_prints_banner_and_serves() {
     let first = &lines[0];
     assert!(
         first.starts_with("didit-sandbox listening on http://127.0.0.1:")
-            && first.ends_with("(dialect openapi)"),
+            && first.ends_with("(dialect openapi)")
+            && !first.contains(":8787 "),
         "{first}"
     );
     assert!(

@@ -1,7 +1,7 @@
 //! `POST /v3/session/{id}/share/`: success per dialect, token claims, TTL
 //! bounds, unknown/foreign sessions, unfinished sessions, bad targets.
 
-use didit_share_gateway::sandbox::Dialect;
+use didit_sandbox::Dialect;
 use reqwest::Method;
 use serde_json::json;
 use uuid::Uuid;

@@ -1,7 +1,7 @@
 //! Bodies: Content-Type, malformed JSON, missing and mistyped fields are
 //! 400s shaped like Django REST Framework's, never 500s.
 
-use didit_share_gateway::sandbox::Dialect;
+use didit_sandbox::Dialect;
 use reqwest::Method;
 use serde_json::json;
 

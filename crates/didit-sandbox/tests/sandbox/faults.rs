@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use didit_share_gateway::sandbox::Dialect;
+use didit_sandbox::Dialect;
 use reqwest::Method;
 use serde_json::json;
 

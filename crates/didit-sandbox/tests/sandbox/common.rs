@@ -2,9 +2,7 @@
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use didit_share_gateway::sandbox::{
-    DemoApplication, Dialect, Sandbox, SandboxConfig, demo_applications,
-};
+use didit_sandbox::{DemoApplication, Dialect, Sandbox, SandboxConfig, demo_applications};
 use reqwest::Method;
 use reqwest::header::HeaderMap;
 use serde_json::{Value, json};

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
-use didit_share_gateway::sandbox::Dialect;
+use didit_sandbox::Dialect;
 
 use crate::common::{Env, seeded};
 

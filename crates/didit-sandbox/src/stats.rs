@@ -9,7 +9,7 @@ use std::sync::{Mutex, PoisonError};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::error::Endpoint;
+use super::api_error::Endpoint;
 
 /// A snapshot of the counters; `GET /_sandbox/stats` serves the same
 /// numbers (plus entity counts).

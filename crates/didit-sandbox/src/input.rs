@@ -7,7 +7,7 @@ use axum::http::{HeaderMap, header};
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
-use super::error::{ApiError, FieldErrors};
+use super::api_error::{ApiError, FieldErrors};
 
 const REQUIRED: &str = "This field is required.";
 const NOT_NULL: &str = "This field may not be null.";

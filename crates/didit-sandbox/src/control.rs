@@ -17,10 +17,10 @@ use uuid::Uuid;
 
 use super::Stats;
 use super::api::render_session;
-use super::error::detail;
+use super::api_error::detail;
 use super::faults::{ActiveFaults, FaultSpec};
 use super::model::{SessionKind, Status};
-use super::server::Shared;
+use super::router::Shared;
 use super::store::{Counts, Grant, KeyError};
 
 /// Admin bodies are tiny; anything bigger is a mistake.

@@ -6,27 +6,31 @@
 //!
 //! # Layout
 //! - this file: [`Sandbox`] (start/stop handle) and its configuration.
-//! - `server`: shared state and the router; `api`: the v3 endpoints and
-//!   their pipeline; `admin`: the `/_sandbox/` endpoints.
+//! - `router`: shared state and the router; `api`: the v3 endpoints and
+//!   their pipeline; `control`: the `/_sandbox/` admin endpoints.
 //! - `store`: applications, keys, sessions, the one-time import ledger.
 //! - `demo`: the fixed demo applications and seeded sessions;
 //!   `fixtures`: their check arrays; `model`: kinds and statuses.
 //! - `token`: HS256 share tokens; `clock`: the movable sandbox clock.
-//! - `input`: DRF-style body parsing; `error`: every refusal, mapped per dialect.
+//! - `input`: DRF-style body parsing; `api_error`: every refusal, mapped per dialect.
 //! - `faults`: fault injection; `ratelimit`: the write rate limit;
 //!   `stats`: call counters.
+//!
+//! The `didit-sandbox` binary (`src/main.rs`) serves it alone; the gateway's
+//! `--sandbox` mode runs it in-process.
+#![forbid(unsafe_code)]
 
-mod admin;
 mod api;
+mod api_error;
 mod clock;
+mod control;
 mod demo;
-mod error;
 mod faults;
 mod fixtures;
 mod input;
 mod model;
 mod ratelimit;
-mod server;
+mod router;
 mod stats;
 mod store;
 mod token;
@@ -39,13 +43,13 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-use server::Shared;
+use router::Shared;
 
 pub use demo::{DemoApplication, SeededSession, Workflows, demo_applications};
 pub use stats::Stats;
 
 /// Which description of Didit's API the sandbox follows where the two
-/// disagree (see `docs/SANDBOX.md`).
+/// disagree (see this crate's `README.md`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
 pub enum Dialect {
     /// The status codes of the seeds' integration prompt (share 201,
@@ -102,7 +106,7 @@ impl Sandbox {
     pub async fn start(listener: TcpListener, config: SandboxConfig) -> std::io::Result<Sandbox> {
         let addr = listener.local_addr()?;
         let shared = Arc::new(Shared::new(&config)?);
-        let app = server::router(Arc::clone(&shared));
+        let app = router::router(Arc::clone(&shared));
         let (shutdown, stopped) = oneshot::channel::<()>();
         let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
             // Small request/response pairs: do not wait for Nagle.

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeSet;
 
-use didit_share_gateway::sandbox::Dialect;
+use didit_sandbox::Dialect;
 use reqwest::Method;
 use serde_json::{Value, json};
 use uuid::Uuid;
@@ -357,6 +357,57 @@ async fn token_for_another_application_is_refused() {
         );
         assert_eq!((reply.status, reply.body), (status, body), "{dialect:?}");
     }
+}
+
+#[tokio::test]
+async fn service_z_is_an_application_of_its_own() {
+    let env = Env::start(Dialect::Seeds).await;
+    let z = didit_sandbox::demo_applications()
+        .into_iter()
+        .find(|a| a.name == "service-z")
+        .expect("service-z");
+    // z shares its own seeded session with service-x; x imports it.
+    let token = env
+        .mint(&z, seeded(&z, "business", "APPROVED"), &env.x)
+        .await;
+    let imported = env
+        .import(
+            &env.x.api_key,
+            &json!({"share_token": token, "workflow_id": env.x.workflows.business, "trust_review": true}),
+        )
+        .await;
+    assert_eq!(imported.status, 201, "{:?}", imported.body);
+    assert_eq!(imported.body["status"], "APPROVED");
+    // A token for service-y is not z's to import, and z's workflows are not y's.
+    let for_y = env
+        .mint(&env.x, seeded(&env.x, "user", "Approved"), &env.y)
+        .await;
+    let reply = env
+        .import(
+            &z.api_key,
+            &json!({"share_token": for_y, "workflow_id": z.workflows.user}),
+        )
+        .await;
+    assert_eq!(reply.status, 403, "{:?}", reply.body);
+    let reply = env
+        .import(
+            &env.y.api_key,
+            &json!({"share_token": for_y, "workflow_id": z.workflows.user}),
+        )
+        .await;
+    assert_eq!(reply.status, 404, "{:?}", reply.body);
+    // z imports what y shares with it, into its own workflow.
+    let for_z = env
+        .mint(&env.y, seeded(&env.y, "user", "Declined"), &z)
+        .await;
+    let reply = env
+        .import(
+            &z.api_key,
+            &json!({"share_token": for_z, "workflow_id": z.workflows.user}),
+        )
+        .await;
+    assert_eq!(reply.status, 201, "{:?}", reply.body);
+    assert_eq!(reply.body["workflow_id"], "wf_service_z_kyc");
 }
 
 #[tokio::test]

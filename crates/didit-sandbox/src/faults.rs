@@ -17,7 +17,7 @@ use axum::http::{StatusCode, header};
 use axum::response::Response;
 use serde::{Deserialize, Serialize};
 
-use super::error::Endpoint;
+use super::api_error::Endpoint;
 
 /// The `PUT /_sandbox/faults` body; every field optional.
 #[derive(Debug, Default, Deserialize)]

@@ -5,20 +5,20 @@ use std::net::SocketAddr;
 use std::process::ExitCode;
 
 use clap::{Parser, ValueEnum};
-use didit_share_gateway::sandbox::{Dialect, RateLimit, Sandbox, SandboxConfig, demo_applications};
+use didit_sandbox::{Dialect, RateLimit, Sandbox, SandboxConfig, demo_applications};
 
 /// A faithful local stand-in for Didit's v3 share/import REST API.
 #[derive(Debug, Parser)]
 #[command(version, about)]
 struct Args {
     /// Address to listen on.
-    #[arg(long, env = "DSG_LISTEN", default_value = "127.0.0.1:8787")]
+    #[arg(long, env = "DIDIT_SANDBOX_LISTEN", default_value = "127.0.0.1:8787")]
     listen: SocketAddr,
     /// Which description of Didit's API to follow where they differ.
-    #[arg(long, env = "DSG_DIALECT", value_enum, default_value_t = Dialect::Seeds)]
+    #[arg(long, env = "DIDIT_SANDBOX_DIALECT", value_enum, default_value_t = Dialect::Seeds)]
     dialect: Dialect,
     /// Enforce Didit's write rate limit (300 per minute per API key).
-    #[arg(long, env = "DSG_RATE_LIMIT")]
+    #[arg(long, env = "DIDIT_SANDBOX_RATE_LIMIT")]
     rate_limit: bool,
 }
 

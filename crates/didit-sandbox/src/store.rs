@@ -330,7 +330,7 @@ fn new_session(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sandbox::demo::demo_applications;
+    use crate::demo::demo_applications;
 
     fn order(original: Uuid, importer: Uuid) -> ImportOrder<'static> {
         ImportOrder {

@@ -16,13 +16,13 @@ use serde_json::{Map, Value, json};
 use uuid::Uuid;
 
 use super::Dialect;
+use super::api_error::{ApiError, Endpoint, detail};
 use super::clock::rfc3339;
-use super::error::{ApiError, Endpoint, detail};
 use super::faults::{self, Action};
 use super::input::{Fields, json_object};
 use super::model::{SessionKind, fresh_uuid};
 use super::ratelimit::{Admission, RateHeaders, too_many_requests};
-use super::server::Shared;
+use super::router::Shared;
 use super::stats::KeyId;
 use super::store::{Grant, ImportOrder, ImportRefusal, Session, WebhookDestination};
 use super::token::Claims;

@@ -1,7 +1,8 @@
-//! The fixed demo data every sandbox starts with: two applications
-//! (`service-x`, `service-y`), their API keys and workflows, and one seeded
-//! session per status per kind for each, with ids derived deterministically
-//! so docs, demos and tests can name them.
+//! The fixed demo data every sandbox starts with: three applications
+//! (`service-x`, `service-y` and `service-z`, unrelated to each other),
+//! their API keys and workflows, and one seeded session per status per kind
+//! for each, with ids derived deterministically so docs, demos and tests
+//! can name them.
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -51,6 +52,7 @@ pub fn demo_applications() -> Vec<DemoApplication> {
     [
         ("service-x", 0x1111_1111_1111_4111_8111_1111_1111_1111_u128),
         ("service-y", 0x2222_2222_2222_4222_8222_2222_2222_2222_u128),
+        ("service-z", 0x3333_3333_3333_4333_8333_3333_3333_3333_u128),
     ]
     .into_iter()
     .map(|(name, id)| {
@@ -104,7 +106,7 @@ mod tests {
     #[test]
     fn demo_data_is_the_documented_fixed_data() {
         let apps = demo_applications();
-        assert_eq!(apps.len(), 2);
+        assert_eq!(apps.len(), 3);
         let x = &apps[0];
         assert_eq!(x.name, "service-x");
         assert_eq!(
@@ -123,6 +125,16 @@ mod tests {
         assert_eq!(y.api_key, "sandbox-service-y-key");
         assert_eq!(y.read_only_api_key, "sandbox-service-y-readonly-key");
         assert_eq!(y.workflows.business, "wf_service_y_kyb");
+        let z = &apps[2];
+        assert_eq!(z.name, "service-z");
+        assert_eq!(
+            z.application_id.to_string(),
+            "33333333-3333-4333-8333-333333333333"
+        );
+        assert_eq!(z.api_key, "sandbox-service-z-key");
+        assert_eq!(z.read_only_api_key, "sandbox-service-z-readonly-key");
+        assert_eq!(z.workflows.user, "wf_service_z_kyc");
+        assert_eq!(z.workflows.business, "wf_service_z_kyb");
     }
 
     #[test]
@@ -132,7 +144,7 @@ mod tests {
             .iter()
             .flat_map(|a| a.sessions.iter().map(|s| s.session_id))
             .collect();
-        assert_eq!(ids.len(), 44);
+        assert_eq!(ids.len(), 66);
         assert!(ids.iter().all(|id| id.get_version_num() == 4));
         assert_eq!(
             demo_applications()[1].sessions[13].session_id,

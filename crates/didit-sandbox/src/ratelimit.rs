@@ -10,7 +10,7 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 use super::RateLimit;
-use super::error::detail;
+use super::api_error::detail;
 use super::stats::KeyId;
 
 const LIMIT: HeaderName = HeaderName::from_static("x-ratelimit-limit");

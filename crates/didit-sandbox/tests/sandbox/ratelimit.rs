@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use didit_share_gateway::sandbox::{Dialect, RateLimit, SandboxConfig};
+use didit_sandbox::{Dialect, RateLimit, SandboxConfig};
 use serde_json::json;
 
 use crate::common::{Env, seeded};

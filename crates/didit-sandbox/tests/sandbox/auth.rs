@@ -1,7 +1,7 @@
 //! `x-api-key`: missing, unknown and read-only keys on every endpoint, in
 //! both dialects, and key rotation through `/_sandbox/api-keys`.
 
-use didit_share_gateway::sandbox::Dialect;
+use didit_sandbox::Dialect;
 use reqwest::Method;
 use serde_json::{Value, json};
 
