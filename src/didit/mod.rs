@@ -3,11 +3,11 @@
 //! every upstream answer.
 
 mod classify;
-mod client;
-mod error;
+mod failure;
 mod retry;
+mod transport;
 mod wire;
 
-pub use client::{CallContext, DiditClient, UpstreamConfig};
-pub use error::{DiditError, Rejection, UpstreamReply};
+pub use failure::{DiditError, Rejection, UpstreamReply};
 pub use retry::{RetryBudget, RetryPolicy};
+pub use transport::{CallContext, DiditClient, UpstreamConfig};

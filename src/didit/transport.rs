@@ -10,7 +10,7 @@ use bytes::Bytes;
 use tokio::time::Instant;
 
 use super::classify::{Endpoint, classify, parse_retry_after};
-use super::error::DiditError;
+use super::failure::DiditError;
 use super::retry::{RetryBudget, RetryPolicy};
 use super::wire::{ImportBody, ImportReplyHead, ShareBody, ShareReply};
 use crate::metrics::{EndpointLabels, Metrics, UpstreamLabels};
