@@ -4,7 +4,8 @@ use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 
-use super::{AppState, serve};
+use super::AppState;
+use super::call::serve;
 use crate::convert;
 use crate::proto::import_service_server::ImportService;
 use crate::proto::{ImportSharedSessionRequest, ImportSharedSessionResponse};
@@ -27,14 +28,11 @@ impl ImportService for ImportApi {
         &self,
         request: Request<ImportSharedSessionRequest>,
     ) -> Result<Response<ImportSharedSessionResponse>, Status> {
-        let peer_certs = request.peer_certs();
-        let (metadata, _, message) = request.into_parts();
         serve(
             &self.state,
             "ImportSharedSession",
-            &metadata,
-            peer_certs,
-            |tenant, ctx| async move {
+            request,
+            |tenant, ctx, message| async move {
                 let input = convert::import_request(message)?;
                 let outcome = self.state.gateway.import(&tenant, input, ctx).await?;
                 convert::import_response(&outcome)

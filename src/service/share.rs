@@ -4,7 +4,8 @@ use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 
-use super::{AppState, serve};
+use super::AppState;
+use super::call::serve;
 use crate::convert;
 use crate::proto::share_service_server::ShareService;
 use crate::proto::{ShareSessionRequest, ShareSessionResponse};
@@ -27,14 +28,11 @@ impl ShareService for ShareApi {
         &self,
         request: Request<ShareSessionRequest>,
     ) -> Result<Response<ShareSessionResponse>, Status> {
-        let peer_certs = request.peer_certs();
-        let (metadata, _, message) = request.into_parts();
         serve(
             &self.state,
             "ShareSession",
-            &metadata,
-            peer_certs,
-            |tenant, ctx| async move {
+            request,
+            |tenant, ctx, message| async move {
                 let input = convert::share_request(message)?;
                 let outcome = self.state.gateway.share(&tenant, input, ctx).await?;
                 Ok(convert::share_response(outcome))
