@@ -2,13 +2,12 @@
 //! application from a partner's share token. Never re-sent once it may
 //! have reached Didit: a second POST of the same token is refused.
 
-use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use super::classify::Endpoint;
 use super::failure::DiditError;
-use super::transport::{CallContext, DiditClient, protocol};
-use crate::session::{ImportRequest, ImportedSession, SessionKind};
+use super::transport::{CallContext, DiditClient, answer_kind, read_answer};
+use crate::session::{ImportRequest, ImportedSession};
 use crate::tenant::ApiKey;
 
 /// The request body, exactly as the seeds spell it. `trust_review` is
@@ -40,31 +39,18 @@ impl DiditClient {
         ctx: &CallContext,
     ) -> Result<ImportedSession, DiditError> {
         let token = request.share_token.expose();
-        let body = serde_json::to_vec(&ImportBody {
+        let body = ImportBody {
             share_token: token,
             workflow_id: &request.params.workflow_id,
             vendor_data: &request.params.vendor_data,
             trust_review: request.params.trust_review,
-        })
-        .map_err(|e| protocol(0, format!("cannot encode import body: {e}")))?;
+        };
+        let path = "/v3/session/import-shared/";
         let (status, raw) = self
-            .call(
-                Endpoint::Import,
-                "/v3/session/import-shared/",
-                key,
-                Bytes::from(body),
-                &[token],
-                ctx,
-            )
+            .call(Endpoint::Import, path, key, &body, &[token], ctx)
             .await?;
-        let head: ImportReplyHead = serde_json::from_slice(&raw).map_err(|e| {
-            protocol(
-                status,
-                format!("import answer is not the expected JSON: {e}"),
-            )
-        })?;
-        let session_kind = SessionKind::parse(&head.session_kind)
-            .ok_or_else(|| protocol(status, "import answer has an unknown session_kind".into()))?;
+        let head: ImportReplyHead = read_answer(Endpoint::Import, status, &raw)?;
+        let session_kind = answer_kind(Endpoint::Import, status, &head.session_kind)?;
         Ok(ImportedSession {
             raw,
             session_id: head.session_id,

@@ -4,14 +4,13 @@
 
 use std::time::{Duration, SystemTime};
 
-use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::classify::Endpoint;
 use super::failure::DiditError;
-use super::transport::{CallContext, DiditClient, protocol};
-use crate::session::{SessionKind, ShareOutcome, ShareRequest, ShareToken};
+use super::transport::{CallContext, DiditClient, answer_kind, protocol, read_answer};
+use crate::session::{ShareOutcome, ShareRequest, ShareToken};
 use crate::tenant::ApiKey;
 
 /// The request body, exactly as the seeds spell it.
@@ -38,22 +37,15 @@ impl DiditClient {
         ctx: &CallContext,
     ) -> Result<ShareOutcome, DiditError> {
         let path = format!("/v3/session/{}/share/", request.session_id);
-        let body = serde_json::to_vec(&ShareBody {
+        let body = ShareBody {
             for_application_id: request.for_application_id,
             ttl_in_seconds: request.ttl_seconds,
-        })
-        .map_err(|e| protocol(0, format!("cannot encode share body: {e}")))?;
+        };
         let (status, bytes) = self
-            .call(Endpoint::Share, &path, key, Bytes::from(body), &[], ctx)
+            .call(Endpoint::Share, &path, key, &body, &[], ctx)
             .await?;
-        let reply: ShareReply = serde_json::from_slice(&bytes).map_err(|e| {
-            protocol(
-                status,
-                format!("share answer is not the expected JSON: {e}"),
-            )
-        })?;
-        let session_kind = SessionKind::parse(&reply.session_kind)
-            .ok_or_else(|| protocol(status, "share answer has an unknown session_kind".into()))?;
+        let reply: ShareReply = read_answer(Endpoint::Share, status, &bytes)?;
+        let session_kind = answer_kind(Endpoint::Share, status, &reply.session_kind)?;
         if reply.share_token.is_empty() {
             return Err(protocol(
                 status,

@@ -9,12 +9,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 use tokio::time::Instant;
 
 use super::classify::{Endpoint, classify, parse_retry_after};
 use super::failure::DiditError;
 use super::retry::{AttemptError, RetryBudget, RetryPolicy, retryable};
 use crate::metrics::{EndpointLabels, Metrics, UpstreamLabels};
+use crate::session::SessionKind;
 use crate::tenant::ApiKey;
 
 /// Largest upstream body the gateway reads (a cloned session with every
@@ -84,17 +87,21 @@ impl DiditClient {
         })
     }
 
-    /// POSTs `body` to `path` (below the base URL) with retries; returns
-    /// the 2xx status and body. `secrets` are scrubbed from any error detail.
+    /// POSTs `body` as JSON to `path` (below the base URL) with retries;
+    /// returns the 2xx status and body. `secrets` (besides the key) are
+    /// scrubbed from any error detail.
     pub(super) async fn call(
         &self,
         endpoint: Endpoint,
         path: &str,
         key: &ApiKey,
-        body: Bytes,
+        body: &impl Serialize,
         secrets: &[&str],
         ctx: &CallContext,
     ) -> Result<(u16, Bytes), DiditError> {
+        let body = serde_json::to_vec(body)
+            .map(Bytes::from)
+            .map_err(|e| protocol(0, format!("cannot encode {} body: {e}", endpoint.label())))?;
         let label = EndpointLabels {
             endpoint: endpoint.label(),
         };
@@ -281,6 +288,36 @@ impl DiditClient {
 /// A 2xx answer (or a request body) the gateway cannot use.
 pub(super) fn protocol(status: u16, cause: String) -> DiditError {
     DiditError::Protocol { cause, status }
+}
+
+/// A 2xx answer of `endpoint` (status `status`), read as `T`.
+pub(super) fn read_answer<T: DeserializeOwned>(
+    endpoint: Endpoint,
+    status: u16,
+    body: &[u8],
+) -> Result<T, DiditError> {
+    serde_json::from_slice(body).map_err(|e| {
+        let endpoint = endpoint.label();
+        protocol(
+            status,
+            format!("{endpoint} answer is not the expected JSON: {e}"),
+        )
+    })
+}
+
+/// The `session_kind` of a 2xx answer of `endpoint`.
+pub(super) fn answer_kind(
+    endpoint: Endpoint,
+    status: u16,
+    raw: &str,
+) -> Result<SessionKind, DiditError> {
+    SessionKind::parse(raw).ok_or_else(|| {
+        let endpoint = endpoint.label();
+        protocol(
+            status,
+            format!("{endpoint} answer has an unknown session_kind"),
+        )
+    })
 }
 
 /// Classifies a reqwest failure without keeping its text (it may hold the URL).
