@@ -7,9 +7,15 @@
 //!
 //! Adding a service: a file here with its `XxxApi` built like `share.rs`,
 //! a `mod` and `pub use` line below, and its `add_service` in `server.rs`.
+//! The import answer's check arrays are listed once, in [`checks`];
+//! `json_struct` decodes Didit's JSON into protobuf `Struct`s; `enums` maps
+//! the core's session kinds and statuses onto the proto's.
 
 mod call;
+pub mod checks;
+mod enums;
 mod import;
+mod json_struct;
 mod share;
 
 use std::sync::{Arc, RwLock};
