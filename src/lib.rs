@@ -15,10 +15,12 @@
 //! - [`gateway`]: the core: share and import with de-duplication and replay.
 //! - [`coalesce`]: in-flight de-duplication of identical calls.
 //! - [`replay`]: the bounded store of successful imports.
-//! - [`didit`]: the upstream REST client, retries, error classification.
+//! - [`didit`]: the upstream REST API: one file per endpoint (`share`,
+//!   `import`) over the `transport` (HTTP client, retries, classification).
 //! - [`error`]: the gateway's error enum and its one mapping to `tonic::Status`.
-//! - [`convert`]: proto validation and mapping.
-//! - [`service`]: the thin tonic services.
+//! - [`service`]: the tonic services, one file per gRPC service (`share`,
+//!   `import`: validation, mapping, a thin handler) over `call`, the
+//!   per-call wrapper; [`service::checks`] lists the check arrays once.
 //! - [`limits`]: admission control layers (shedding, per-tenant rate).
 //! - [`server`]: the gRPC server, health, reflection, shutdown sequence.
 //! - [`admin`]: `/healthz`, `/readyz`, `/metrics`.
@@ -36,7 +38,6 @@ pub mod audit;
 pub mod auth;
 pub mod coalesce;
 pub mod config;
-pub mod convert;
 pub mod didit;
 pub mod error;
 pub mod gateway;

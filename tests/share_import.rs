@@ -4,8 +4,13 @@
 
 mod common;
 
+use std::collections::BTreeSet;
+
 use common::{DIALECTS, TestEnv, demo};
 use didit_share_gateway::proto::{SessionKind, SessionStatus};
+// The Didit stand-in, soon its own crate (`didit_sandbox`).
+use didit_share_gateway::sandbox::{Sandbox, SandboxConfig, demo_applications};
+use didit_share_gateway::service::checks::{KYB_CHECKS, KYC_CHECKS};
 use serde_json::Value;
 
 const KYC_FINISHED: [(&str, SessionStatus); 3] = [
@@ -92,33 +97,15 @@ async fn kyc_and_kyb_share_then_import_in_both_dialects() {
                     // arrays carry every element of it.
                     let raw: Value = serde_json::from_slice(&imported.raw_json).unwrap();
                     assert_eq!(raw["session_id"], imported.session_id.as_str(), "{context}");
-                    let arrays: Vec<(&str, usize)> = if kind == "user" {
-                        vec![
-                            ("id_verifications", imported.id_verifications.len()),
-                            ("liveness_checks", imported.liveness_checks.len()),
-                            ("face_matches", imported.face_matches.len()),
-                            ("aml_screenings", imported.aml_screenings.len()),
-                            ("database_validations", imported.database_validations.len()),
-                            ("proof_of_address", imported.proof_of_address.len()),
-                            ("location_checks", imported.location_checks.len()),
-                            ("phone_verifications", imported.phone_verifications.len()),
-                            ("email_verifications", imported.email_verifications.len()),
-                        ]
+                    let table = if kind == "user" {
+                        &KYC_CHECKS[..]
                     } else {
-                        vec![
-                            ("registry_checks", imported.registry_checks.len()),
-                            ("key_people_checks", imported.key_people_checks.len()),
-                            (
-                                "document_verifications",
-                                imported.document_verifications.len(),
-                            ),
-                            ("aml_screenings", imported.aml_screenings.len()),
-                            ("questionnaires", imported.questionnaires.len()),
-                        ]
+                        &KYB_CHECKS[..]
                     };
-                    for (name, len) in arrays {
-                        let want = raw[name].as_array().map_or(0, Vec::len);
-                        assert_eq!(len, want, "{context}: {name}");
+                    for check in table {
+                        let want = raw[check.key].as_array().map_or(0, Vec::len);
+                        let len = (check.field)(&imported).len();
+                        assert_eq!(len, want, "{context}: {}", check.key);
                     }
                     if kind == "user" {
                         assert!(!imported.id_verifications.is_empty(), "{context}");
@@ -132,6 +119,41 @@ async fn kyc_and_kyb_share_then_import_in_both_dialects() {
         }
         env.stop().await;
     }
+}
+
+/// The sandbox's fixtures are its own data (it cannot depend on the
+/// gateway): a seeded session of each kind carries exactly the check arrays
+/// of the gateway's table for that kind.
+#[tokio::test]
+async fn the_sandbox_sends_exactly_the_gateways_check_arrays() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let sandbox = Sandbox::start(listener, SandboxConfig::default())
+        .await
+        .unwrap();
+    let http = reqwest::Client::new();
+    for app in demo_applications() {
+        for (kind, table) in [("user", &KYC_CHECKS[..]), ("business", &KYB_CHECKS[..])] {
+            let want: BTreeSet<&str> = table.iter().map(|check| check.key).collect();
+            for seeded in app.sessions.iter().filter(|s| s.session_kind == kind) {
+                let url = format!(
+                    "{}/_sandbox/sessions/{}",
+                    sandbox.base_url(),
+                    seeded.session_id
+                );
+                let reply: Value = http.get(url).send().await.unwrap().json().await.unwrap();
+                let arrays: BTreeSet<&str> = reply["session"]
+                    .as_object()
+                    .unwrap()
+                    .iter()
+                    .filter(|(_, value)| value.is_array())
+                    .map(|(key, _)| key.as_str())
+                    .collect();
+                let context = format!("{} {kind} {}", app.name, seeded.status);
+                assert_eq!(arrays, want, "{context}");
+            }
+        }
+    }
+    sandbox.stop().await;
 }
 
 #[tokio::test]

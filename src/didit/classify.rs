@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use super::error::{DiditError, Rejection, UpstreamReply};
+use super::failure::{DiditError, Rejection, UpstreamReply};
 
 /// Which endpoint answered: the same status means different things.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

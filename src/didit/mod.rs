@@ -1,13 +1,16 @@
-//! Didit's v3 share/import REST API, as the gateway calls it: the HTTP
-//! client with its retry policy, the wire types, and the classification of
-//! every upstream answer.
+//! Didit's v3 share/import REST API, as the gateway calls it: one file per
+//! endpoint (`share`, `import`: its URL, JSON bodies and answer), over a
+//! shared `transport` (the pooled HTTP client, retries, metrics), with
+//! `classify` reading every refusal into a [`DiditError`] (`failure`) and
+//! `retry` deciding which failed attempts are sent again, and how soon.
 
 mod classify;
-mod client;
-mod error;
+mod failure;
+mod import;
 mod retry;
-mod wire;
+mod share;
+mod transport;
 
-pub use client::{CallContext, DiditClient, UpstreamConfig};
-pub use error::{DiditError, Rejection, UpstreamReply};
+pub use failure::{DiditError, Rejection, UpstreamReply};
 pub use retry::{RetryBudget, RetryPolicy};
+pub use transport::{CallContext, DiditClient, UpstreamConfig};

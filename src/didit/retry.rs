@@ -1,11 +1,46 @@
 //! When and how long to wait before sending a request to Didit again:
-//! exponential backoff with full jitter, bounded by the caller's deadline
-//! and by a budget that caps retries at a fraction of first attempts.
+//! which failed attempts may be re-sent (per endpoint), exponential backoff
+//! with full jitter, bounded by the caller's deadline and by a budget that
+//! caps retries at a fraction of first attempts.
 
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use rand::Rng as _;
+
+use super::classify::Endpoint;
+use super::failure::DiditError;
+
+/// One attempt's failure, with whether the request may have reached Didit.
+pub(super) struct AttemptError {
+    /// What went wrong.
+    pub error: DiditError,
+    /// False only when the connection was never established.
+    pub maybe_sent: bool,
+}
+
+/// Whether a failed attempt may be sent again (attempt limit, deadline
+/// and budget permitting).
+pub(super) fn retryable(endpoint: Endpoint, err: &AttemptError) -> bool {
+    // A request that never left (connect refused or timed out) can always
+    // be sent again.
+    if !err.maybe_sent {
+        return true;
+    }
+    match endpoint {
+        // Minting a token twice is harmless: retry outages and 429s that
+        // say when to come back.
+        Endpoint::Share => match &err.error {
+            DiditError::Unavailable { reply, .. } => {
+                reply.as_ref().is_none_or(|r| matches!(r.status, 502..=504))
+            }
+            DiditError::RateLimited { retry_after, .. } => retry_after.is_some(),
+            _ => false,
+        },
+        // A second import POST would be refused as a duplicate.
+        Endpoint::Import => false,
+    }
+}
 
 /// Backoff settings.
 #[derive(Clone, Copy, Debug)]
@@ -96,6 +131,7 @@ impl Default for RetryBudget {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::didit::UpstreamReply;
 
     #[test]
     fn backoff_is_jittered_capped_and_respects_retry_after() {
@@ -120,5 +156,65 @@ mod tests {
         assert!(budget.try_withdraw());
         assert!(budget.try_withdraw());
         assert!(!budget.try_withdraw(), "10 attempts earn 2 retries");
+    }
+
+    fn sent(error: DiditError) -> AttemptError {
+        AttemptError {
+            error,
+            maybe_sent: true,
+        }
+    }
+
+    fn status(status: u16) -> DiditError {
+        DiditError::Unavailable {
+            cause: format!("HTTP {status}"),
+            reply: Some(UpstreamReply {
+                status,
+                detail: String::new(),
+                field: None,
+                request_id: None,
+            }),
+        }
+    }
+
+    #[test]
+    fn a_request_that_never_left_is_retried_for_both_endpoints() {
+        // A connect timeout is classified as a timeout, not an outage.
+        let connect_timeout = AttemptError {
+            error: DiditError::Timeout,
+            maybe_sent: false,
+        };
+        assert!(retryable(Endpoint::Share, &connect_timeout));
+        assert!(retryable(Endpoint::Import, &connect_timeout));
+    }
+
+    #[test]
+    fn share_retries_outages_and_timed_429s_import_nothing_sent() {
+        for code in [502, 503, 504] {
+            assert!(retryable(Endpoint::Share, &sent(status(code))), "{code}");
+            assert!(!retryable(Endpoint::Import, &sent(status(code))), "{code}");
+        }
+        assert!(!retryable(Endpoint::Share, &sent(status(500))));
+        let lost = DiditError::Unavailable {
+            cause: "connection lost before a complete answer".into(),
+            reply: None,
+        };
+        assert!(retryable(Endpoint::Share, &sent(lost.clone())));
+        assert!(!retryable(Endpoint::Import, &sent(lost)));
+        let rate_limited = |retry_after| DiditError::RateLimited {
+            retry_after,
+            reply: UpstreamReply {
+                status: 429,
+                detail: String::new(),
+                field: None,
+                request_id: None,
+            },
+        };
+        let with_wait = rate_limited(Some(Duration::from_secs(1)));
+        assert!(retryable(Endpoint::Share, &sent(with_wait.clone())));
+        assert!(!retryable(Endpoint::Import, &sent(with_wait)));
+        assert!(!retryable(Endpoint::Share, &sent(rate_limited(None))));
+        assert!(!retryable(Endpoint::Share, &sent(DiditError::Timeout)));
+        assert!(!retryable(Endpoint::Import, &sent(DiditError::Timeout)));
     }
 }

@@ -1,22 +1,23 @@
-//! The HTTP client for Didit's two endpoints: pooled keep-alive connections
-//! over rustls, per-attempt timeouts bounded by the caller's deadline, and
-//! the retry rules (share retries outages; import retries only what never
-//! left the gateway, because a second import POST is answered 403).
+//! How the gateway reaches Didit, whatever the endpoint: pooled keep-alive
+//! connections over rustls, per-attempt timeouts bounded by the caller's
+//! deadline, metrics, the classification of every non-2xx answer, and the
+//! retry rules (share retries outages; import retries only what never left
+//! the gateway, because a second import POST is answered 403). The
+//! endpoints themselves are `share.rs` and `import.rs`.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use bytes::Bytes;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 use tokio::time::Instant;
 
 use super::classify::{Endpoint, classify, parse_retry_after};
-use super::error::DiditError;
-use super::retry::{RetryBudget, RetryPolicy};
-use super::wire::{ImportBody, ImportReplyHead, ShareBody, ShareReply};
+use super::failure::DiditError;
+use super::retry::{AttemptError, RetryBudget, RetryPolicy, retryable};
 use crate::metrics::{EndpointLabels, Metrics, UpstreamLabels};
-use crate::session::{
-    ImportRequest, ImportedSession, SessionKind, ShareOutcome, ShareRequest, ShareToken,
-};
+use crate::session::SessionKind;
 use crate::tenant::ApiKey;
 
 /// Largest upstream body the gateway reads (a cloned session with every
@@ -53,17 +54,14 @@ pub struct CallContext {
 /// A pooled client for one Didit base URL.
 #[derive(Clone)]
 pub struct DiditClient {
+    /// The connection pool, shared by every tenant (the key is per request).
     http: reqwest::Client,
+    /// Base URL (no trailing slash), timeouts and backoff.
     config: Arc<UpstreamConfig>,
+    /// Caps retries at a fraction of first attempts, across all calls.
     budget: Arc<RetryBudget>,
+    /// Upstream latency, status, retry and in-flight metrics.
     metrics: Metrics,
-}
-
-/// One attempt's failure, with whether the request may have reached Didit.
-struct AttemptError {
-    error: DiditError,
-    /// False only when the connection was never established.
-    maybe_sent: bool,
 }
 
 impl DiditClient {
@@ -89,111 +87,30 @@ impl DiditClient {
         })
     }
 
-    /// `POST /v3/session/{id}/share/`.
-    pub async fn share(
-        &self,
-        key: &ApiKey,
-        request: &ShareRequest,
-        ctx: &CallContext,
-    ) -> Result<ShareOutcome, DiditError> {
-        let url = format!(
-            "{}/v3/session/{}/share/",
-            self.config.base_url, request.session_id
-        );
-        let body = serde_json::to_vec(&ShareBody {
-            for_application_id: request.for_application_id,
-            ttl_in_seconds: request.ttl_seconds,
-        })
-        .map_err(|e| protocol(0, format!("cannot encode share body: {e}")))?;
-        let (status, bytes) = self
-            .call(Endpoint::Share, &url, key, Bytes::from(body), &[], ctx)
-            .await?;
-        let reply: ShareReply = serde_json::from_slice(&bytes).map_err(|e| {
-            protocol(
-                status,
-                format!("share answer is not the expected JSON: {e}"),
-            )
-        })?;
-        let session_kind = SessionKind::parse(&reply.session_kind)
-            .ok_or_else(|| protocol(status, "share answer has an unknown session_kind".into()))?;
-        if reply.share_token.is_empty() {
-            return Err(protocol(
-                status,
-                "share answer has an empty share_token".into(),
-            ));
-        }
-        let share_token = ShareToken::new(reply.share_token);
-        let expires_at = share_token.unverified_expiry().unwrap_or_else(|| {
-            SystemTime::now() + Duration::from_secs(u64::from(request.ttl_seconds))
-        });
-        Ok(ShareOutcome {
-            share_token,
-            for_application_id: reply.for_application_id,
-            session_kind,
-            expires_at,
-        })
-    }
-
-    /// `POST /v3/session/import-shared/`.
-    pub async fn import(
-        &self,
-        key: &ApiKey,
-        request: &ImportRequest,
-        ctx: &CallContext,
-    ) -> Result<ImportedSession, DiditError> {
-        let url = format!("{}/v3/session/import-shared/", self.config.base_url);
-        let token = request.share_token.expose();
-        let body = serde_json::to_vec(&ImportBody {
-            share_token: token,
-            workflow_id: &request.params.workflow_id,
-            vendor_data: &request.params.vendor_data,
-            trust_review: request.params.trust_review,
-        })
-        .map_err(|e| protocol(0, format!("cannot encode import body: {e}")))?;
-        let (status, raw) = self
-            .call(
-                Endpoint::Import,
-                &url,
-                key,
-                Bytes::from(body),
-                &[token],
-                ctx,
-            )
-            .await?;
-        let head: ImportReplyHead = serde_json::from_slice(&raw).map_err(|e| {
-            protocol(
-                status,
-                format!("import answer is not the expected JSON: {e}"),
-            )
-        })?;
-        let session_kind = SessionKind::parse(&head.session_kind)
-            .ok_or_else(|| protocol(status, "import answer has an unknown session_kind".into()))?;
-        Ok(ImportedSession {
-            raw,
-            session_id: head.session_id,
-            session_kind,
-            status_raw: head.status,
-        })
-    }
-
-    /// Sends with retries; returns the 2xx status and body.
-    async fn call(
+    /// POSTs `body` as JSON to `path` (below the base URL) with retries;
+    /// returns the 2xx status and body. `secrets` (besides the key) are
+    /// scrubbed from any error detail.
+    pub(super) async fn call(
         &self,
         endpoint: Endpoint,
-        url: &str,
+        path: &str,
         key: &ApiKey,
-        body: Bytes,
+        body: &impl Serialize,
         secrets: &[&str],
         ctx: &CallContext,
     ) -> Result<(u16, Bytes), DiditError> {
+        let body = serde_json::to_vec(body)
+            .map(Bytes::from)
+            .map_err(|e| protocol(0, format!("cannot encode {} body: {e}", endpoint.label())))?;
         let label = EndpointLabels {
             endpoint: endpoint.label(),
         };
+        let url = format!("{}{path}", self.config.base_url);
         self.budget.deposit();
         let mut attempt = 1;
         loop {
             let result = self
-                .attempt(endpoint, url, key, body.clone(), secrets, ctx)
+                .attempt(endpoint, &url, key, body.clone(), secrets, ctx)
                 .await;
             let err = match result {
                 Ok(ok) => return Ok(ok),
@@ -368,31 +285,39 @@ impl DiditClient {
     }
 }
 
-/// Whether a failed attempt may be sent again (attempt limit, deadline
-/// and budget permitting).
-fn retryable(endpoint: Endpoint, err: &AttemptError) -> bool {
-    // A request that never left (connect refused or timed out) can always
-    // be sent again.
-    if !err.maybe_sent {
-        return true;
-    }
-    match endpoint {
-        // Minting a token twice is harmless: retry outages and 429s that
-        // say when to come back.
-        Endpoint::Share => match &err.error {
-            DiditError::Unavailable { reply, .. } => {
-                reply.as_ref().is_none_or(|r| matches!(r.status, 502..=504))
-            }
-            DiditError::RateLimited { retry_after, .. } => retry_after.is_some(),
-            _ => false,
-        },
-        // A second import POST would be refused as a duplicate.
-        Endpoint::Import => false,
-    }
+/// A 2xx answer (or a request body) the gateway cannot use.
+pub(super) fn protocol(status: u16, cause: String) -> DiditError {
+    DiditError::Protocol { cause, status }
 }
 
-fn protocol(status: u16, cause: String) -> DiditError {
-    DiditError::Protocol { cause, status }
+/// A 2xx answer of `endpoint` (status `status`), read as `T`.
+pub(super) fn read_answer<T: DeserializeOwned>(
+    endpoint: Endpoint,
+    status: u16,
+    body: &[u8],
+) -> Result<T, DiditError> {
+    serde_json::from_slice(body).map_err(|e| {
+        let endpoint = endpoint.label();
+        protocol(
+            status,
+            format!("{endpoint} answer is not the expected JSON: {e}"),
+        )
+    })
+}
+
+/// The `session_kind` of a 2xx answer of `endpoint`.
+pub(super) fn answer_kind(
+    endpoint: Endpoint,
+    status: u16,
+    raw: &str,
+) -> Result<SessionKind, DiditError> {
+    SessionKind::parse(raw).ok_or_else(|| {
+        let endpoint = endpoint.label();
+        protocol(
+            status,
+            format!("{endpoint} answer has an unknown session_kind"),
+        )
+    })
 }
 
 /// Classifies a reqwest failure without keeping its text (it may hold the URL).
@@ -418,71 +343,5 @@ fn transport_error(err: reqwest::Error) -> AttemptError {
             },
             maybe_sent: true,
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::didit::UpstreamReply;
-
-    fn sent(error: DiditError) -> AttemptError {
-        AttemptError {
-            error,
-            maybe_sent: true,
-        }
-    }
-
-    fn status(status: u16) -> DiditError {
-        DiditError::Unavailable {
-            cause: format!("HTTP {status}"),
-            reply: Some(UpstreamReply {
-                status,
-                detail: String::new(),
-                field: None,
-                request_id: None,
-            }),
-        }
-    }
-
-    #[test]
-    fn a_request_that_never_left_is_retried_for_both_endpoints() {
-        // A connect timeout is classified as a timeout, not an outage.
-        let connect_timeout = AttemptError {
-            error: DiditError::Timeout,
-            maybe_sent: false,
-        };
-        assert!(retryable(Endpoint::Share, &connect_timeout));
-        assert!(retryable(Endpoint::Import, &connect_timeout));
-    }
-
-    #[test]
-    fn share_retries_outages_and_timed_429s_import_nothing_sent() {
-        for code in [502, 503, 504] {
-            assert!(retryable(Endpoint::Share, &sent(status(code))), "{code}");
-            assert!(!retryable(Endpoint::Import, &sent(status(code))), "{code}");
-        }
-        assert!(!retryable(Endpoint::Share, &sent(status(500))));
-        let lost = DiditError::Unavailable {
-            cause: "connection lost before a complete answer".into(),
-            reply: None,
-        };
-        assert!(retryable(Endpoint::Share, &sent(lost.clone())));
-        assert!(!retryable(Endpoint::Import, &sent(lost)));
-        let rate_limited = |retry_after| DiditError::RateLimited {
-            retry_after,
-            reply: UpstreamReply {
-                status: 429,
-                detail: String::new(),
-                field: None,
-                request_id: None,
-            },
-        };
-        let with_wait = rate_limited(Some(Duration::from_secs(1)));
-        assert!(retryable(Endpoint::Share, &sent(with_wait.clone())));
-        assert!(!retryable(Endpoint::Import, &sent(with_wait)));
-        assert!(!retryable(Endpoint::Share, &sent(rate_limited(None))));
-        assert!(!retryable(Endpoint::Share, &sent(DiditError::Timeout)));
-        assert!(!retryable(Endpoint::Import, &sent(DiditError::Timeout)));
     }
 }
