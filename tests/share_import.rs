@@ -8,8 +8,7 @@ use std::collections::BTreeSet;
 
 use common::{DIALECTS, TestEnv, demo};
 use didit_share_gateway::proto::{SessionKind, SessionStatus};
-// The Didit stand-in, soon its own crate (`didit_sandbox`).
-use didit_share_gateway::sandbox::{Sandbox, SandboxConfig, demo_applications};
+use didit_sandbox::{Sandbox, SandboxConfig, demo_applications};
 use didit_share_gateway::service::checks::{KYB_CHECKS, KYC_CHECKS};
 use serde_json::Value;
 
