@@ -148,14 +148,14 @@ pub fn import_request(
     })
 }
 
-fn session_kind(kind: SessionKind) -> proto::SessionKind {
+pub(crate) fn session_kind(kind: SessionKind) -> proto::SessionKind {
     match kind {
         SessionKind::User => proto::SessionKind::User,
         SessionKind::Business => proto::SessionKind::Business,
     }
 }
 
-fn session_status(status: SessionStatus) -> proto::SessionStatus {
+pub(crate) fn session_status(status: SessionStatus) -> proto::SessionStatus {
     use proto::SessionStatus as P;
     match status {
         SessionStatus::Approved => P::Approved,

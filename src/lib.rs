@@ -23,6 +23,7 @@
 //! - [`metrics`]: the Prometheus registry.
 //! - [`app`]: assembling all of the above from a config.
 //! - [`telemetry`]: log set-up.
+//! - [`webhooks`]: webhook ingress, signature checks and the session event log.
 //! - [`sandbox`]: a local stand-in for Didit's v3 share/import REST API.
 //! - [`proto`]: the generated `didit.share.v1` types and services.
 #![forbid(unsafe_code)]
@@ -47,6 +48,7 @@ pub mod service;
 pub mod session;
 pub mod telemetry;
 pub mod tenant;
+pub mod webhooks;
 
 /// Installs rustls' ring provider as the process default (idempotent).
 pub fn install_crypto_provider() {
