@@ -29,6 +29,7 @@
 //!   feature also the `--sandbox` config (a tenant per demo application of
 //!   the `didit_sandbox` crate).
 //! - [`telemetry`]: log set-up.
+//! - [`webhooks`]: webhook ingress, signature checks and the session event log.
 //! - [`proto`]: the generated `didit.share.v1` types and services.
 #![forbid(unsafe_code)]
 
@@ -52,6 +53,7 @@ pub mod session;
 pub mod share_token;
 pub mod telemetry;
 pub mod tenant;
+pub mod webhooks;
 
 /// Installs rustls' ring provider as the process default (idempotent).
 pub fn install_crypto_provider() {
