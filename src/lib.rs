@@ -5,7 +5,7 @@
 //! de-duplicates, replays, retries and observes.
 //!
 //! # Layout
-//! - [`config`]: the TOML config and its validation.
+//! - [`config`]: the TOML config, one type per section, and its validation.
 //! - [`tenant`]: tenants, their (redacted) API keys, `x-tenant-id` lookup.
 //! - [`auth`]: caller identity (mtls, mesh XFCC, none) and `allowed_callers`.
 //! - [`secrets`]: API key files re-read on change.
@@ -18,16 +18,17 @@
 //! - [`convert`]: proto validation and mapping.
 //! - [`service`]: the thin tonic services.
 //! - [`limits`]: admission control layers (shedding, per-tenant rate).
-//! - [`server`]: the gRPC server, health, reflection, shutdown sequence.
-//! - [`admin`]: `/healthz`, `/readyz`, `/metrics`.
+//! - [`grpc`]: the gRPC server, health, reflection, the drain sequence.
+//! - [`admin_http`]: the admin port: `/healthz`, `/readyz`, `/metrics`.
 //! - [`metrics`]: the Prometheus registry.
-//! - [`app`]: assembling all of the above from a config.
+//! - [`app`]: `start(config)`: assembles, binds and runs all of the above;
+//!   the [`app::Running`] handle reloads and drains it.
 //! - [`telemetry`]: log set-up.
 //! - [`sandbox`]: a local stand-in for Didit's v3 share/import REST API.
 //! - [`proto`]: the generated `didit.share.v1` types and services.
 #![forbid(unsafe_code)]
 
-pub mod admin;
+pub mod admin_http;
 pub mod app;
 pub mod auth;
 pub mod coalesce;
@@ -36,13 +37,13 @@ pub mod convert;
 pub mod didit;
 pub mod error;
 pub mod gateway;
+pub mod grpc;
 pub mod limits;
 pub mod metrics;
 pub mod proto;
 pub mod replay;
 pub mod sandbox;
 pub mod secrets;
-pub mod server;
 pub mod service;
 pub mod session;
 pub mod telemetry;

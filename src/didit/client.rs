@@ -11,8 +11,9 @@ use tokio::time::Instant;
 
 use super::classify::{Endpoint, classify, parse_retry_after};
 use super::error::DiditError;
-use super::retry::{RetryBudget, RetryPolicy};
+use super::retry::RetryBudget;
 use super::wire::{ImportBody, ImportReplyHead, ShareBody, ShareReply};
+use crate::config::UpstreamConfig;
 use crate::metrics::{EndpointLabels, Metrics, UpstreamLabels};
 use crate::session::{
     ImportRequest, ImportedSession, SessionKind, ShareOutcome, ShareRequest, ShareToken,
@@ -25,19 +26,6 @@ const MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
 
 /// Time kept back from the caller's deadline so the answer can still reach it.
 const DEADLINE_MARGIN: Duration = Duration::from_millis(20);
-
-/// How the gateway reaches Didit.
-#[derive(Clone, Debug)]
-pub struct UpstreamConfig {
-    /// `https://verification.didit.me`, without a trailing slash.
-    pub base_url: String,
-    /// Longest time one attempt may take.
-    pub timeout: Duration,
-    /// Longest time to establish a connection.
-    pub connect_timeout: Duration,
-    /// Backoff between attempts.
-    pub retry: RetryPolicy,
-}
 
 /// What a call carries besides its request: deadline and trace ids.
 #[derive(Clone, Debug, Default)]

@@ -8,6 +8,6 @@ mod error;
 mod retry;
 mod wire;
 
-pub use client::{CallContext, DiditClient, UpstreamConfig};
+pub use client::{CallContext, DiditClient};
 pub use error::{DiditError, Rejection, UpstreamReply};
 pub use retry::{RetryBudget, RetryPolicy};

@@ -8,7 +8,7 @@ use std::time::Duration;
 use rand::Rng as _;
 
 /// Backoff settings.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RetryPolicy {
     /// Attempts in all, the first included (1 disables retries).
     pub max_attempts: u32,
