@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 
-use super::{AppState, serve};
+use super::{AppState, run_call};
 use crate::convert;
 use crate::proto::import_service_server::ImportService;
 use crate::proto::{ImportSharedSessionRequest, ImportSharedSessionResponse};
@@ -29,7 +29,7 @@ impl ImportService for ImportApi {
     ) -> Result<Response<ImportSharedSessionResponse>, Status> {
         let peer_certs = request.peer_certs();
         let (metadata, _, message) = request.into_parts();
-        serve(
+        run_call(
             &self.state,
             "ImportSharedSession",
             &metadata,

@@ -86,7 +86,7 @@ pub(crate) type PeerCerts = Option<Arc<Vec<tonic::transport::CertificateDer<'sta
 
 /// Runs one call: tenant lookup, caller authorization, context, the work,
 /// metrics and the log line.
-pub(crate) async fn serve<T, F, Fut>(
+pub(crate) async fn run_call<T, F, Fut>(
     state: &AppState,
     method: &'static str,
     metadata: &MetadataMap,

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 
-use super::{AppState, serve};
+use super::{AppState, run_call};
 use crate::convert;
 use crate::proto::share_service_server::ShareService;
 use crate::proto::{ShareSessionRequest, ShareSessionResponse};
@@ -29,7 +29,7 @@ impl ShareService for ShareApi {
     ) -> Result<Response<ShareSessionResponse>, Status> {
         let peer_certs = request.peer_certs();
         let (metadata, _, message) = request.into_parts();
-        serve(
+        run_call(
             &self.state,
             "ShareSession",
             &metadata,
