@@ -11,9 +11,12 @@
 #   kubectl kustomize   renders deploy/kubernetes/base and each overlays/*
 #   kubernetes-validate built-in kinds, strict, Kubernetes 1.30 and 1.37
 #   crd-validate        ServiceMonitor and Istio kinds, schemas from the CRDs
-#   manifests.py        cross-checks (ports, drain budget, hardening, Secret
-#                       keys vs api_key_file, callers vs policies)
 #   --check-config      the gateway itself on each rendered gateway.toml
+#     --json            (its verdict, as JSON, feeds the cross-checks)
+#   manifests.py        cross-checks (ports, drain budget, hardening, Secret
+#                       keys vs api_key_file, callers vs policies) against
+#                       the manifests and the gateway's JSON; it parses no
+#                       gateway.toml value itself
 #
 # Environment: GATEWAY_BIN (use this gateway binary instead of building it
 # with cargo), DEPLOY_TOOLS_DIR (default deploy/.tools), KUBE_VERSIONS
@@ -156,6 +159,25 @@ check "mesh gateway.toml = base outside [auth]" \
 secret_example=$deploy/kubernetes/examples/didit-api-keys.secret.yaml
 check "kubernetes-validate examples/ ($kube_versions)" kube_validate "$secret_example"
 
+# The gateway itself validates each rendered gateway.toml: built here with
+# cargo unless GATEWAY_BIN names a binary.
+gateway_bin() {
+  if [ -n "${GATEWAY_BIN:-}" ]; then
+    [ -x "$GATEWAY_BIN" ] || die "GATEWAY_BIN=$GATEWAY_BIN is not an executable"
+    printf '%s\n' "$GATEWAY_BIN"
+    return
+  fi
+  command -v cargo >/dev/null || die "cargo not found; set GATEWAY_BIN"
+  quietly cargo build --quiet --locked --bin didit-share-gateway
+  local target
+  target=$(cargo metadata --quiet --no-deps --format-version 1 |
+    "$py" -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
+  printf '%s\n' "$target/debug/didit-share-gateway"
+}
+bin=$(gateway_bin)
+"$bin" --help 2>/dev/null | grep -q -- '--json' ||
+  die "$bin has no --check-config --json: build it from this checkout"
+
 # Every overlay, rendered.
 overlays=("$deploy/kubernetes/base")
 for dir in "$deploy"/kubernetes/overlays/*/; do
@@ -171,35 +193,16 @@ for dir in "${overlays[@]}"; do
   check "$name: kubernetes-validate ($kube_versions)" kube_validate "$work/$name.core.yaml"
   check "$name: crd-validate (ServiceMonitor, Istio)" \
     node "$tools/crd-validate/validate.mjs" "$work/$name.crd.json"
-  check "$name: cross-checks" "$py" "$manifests" crosscheck "$out" "$secret_example" "$name"
-done
-
-# The gateway's own verdict on each rendered gateway.toml.
-gateway_bin() {
-  if [ -n "${GATEWAY_BIN:-}" ]; then
-    [ -x "$GATEWAY_BIN" ] || die "GATEWAY_BIN=$GATEWAY_BIN is not an executable"
-    printf '%s\n' "$GATEWAY_BIN"
-    return
+  verdict=$work/$name.config/gateway.json
+  check "$name: didit-share-gateway --check-config --json" \
+    "$py" "$manifests" check-config "$bin" "$out" "$work/$name.config"
+  if [ -s "$verdict" ]; then
+    check "$name: cross-checks" \
+      "$py" "$manifests" crosscheck "$out" "$verdict" "$secret_example" "$name"
+  else
+    printf 'skip  %s: cross-checks (the gateway rejected gateway.toml)\n' "$name"
   fi
-  command -v cargo >/dev/null || die "cargo not found; set GATEWAY_BIN"
-  quietly cargo build --quiet --locked --bin didit-share-gateway
-  local target
-  target=$(cargo metadata --quiet --no-deps --format-version 1 |
-    "$py" -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
-  printf '%s\n' "$target/debug/didit-share-gateway"
-}
-bin=$(gateway_bin)
-if ! "$bin" --help 2>/dev/null | grep -q -- '--check-config'; then
-  failed=$((failed + 1))
-  printf 'FAIL  %s --check-config: this binary has no --check-config flag\n' "$bin"
-else
-  for dir in "${overlays[@]}"; do
-    name=$(basename "$dir")
-    [ -s "$work/$name.yaml" ] || continue
-    check "$name: didit-share-gateway --check-config" \
-      "$py" "$manifests" check-config "$bin" "$work/$name.yaml" "$work/$name.config"
-  done
-fi
+done
 
 printf 'deploy/check.sh took %ds\n' $((SECONDS - started))
 printf 'deploy: %d passed, %d failed\n' "$passed" "$failed"

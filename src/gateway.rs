@@ -9,10 +9,11 @@ use tokio_util::task::TaskTracker;
 use uuid::Uuid;
 
 use crate::coalesce::Coalescer;
+use crate::config::ReplayConfig;
 use crate::didit::{CallContext, DiditClient, DiditError, Rejection};
 use crate::error::GatewayError;
 use crate::metrics::{EndpointLabels, Metrics};
-use crate::replay::{ImportKey, ReplayConfig, ReplayStore, StoredImport};
+use crate::replay::{ImportKey, ReplayStore, StoredImport};
 use crate::session::{ImportRequest, ShareOutcome, ShareRequest};
 use crate::tenant::Tenant;
 

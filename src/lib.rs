@@ -5,7 +5,7 @@
 //! de-duplicates, replays, retries and observes.
 //!
 //! # Layout
-//! - [`config`]: the TOML config and its validation.
+//! - [`config`]: the TOML config, one type per section, and its validation.
 //! - [`tenant`]: tenants, their (redacted) API keys, `x-tenant-id` lookup.
 //! - [`audit`]: the one audit event per RPC, on the tracing target `audit`.
 //! - [`auth`]: caller identity (mtls, mesh XFCC, none) and `allowed_callers`.
@@ -22,10 +22,11 @@
 //!   `import`: validation, mapping, a thin handler) over `call`, the
 //!   per-call wrapper; [`service::checks`] lists the check arrays once.
 //! - [`limits`]: admission control layers (shedding, per-tenant rate).
-//! - [`server`]: the gRPC server, health, reflection, shutdown sequence.
-//! - [`admin`]: `/healthz`, `/readyz`, `/metrics`.
+//! - [`grpc`]: the gRPC server, health, reflection, the drain sequence.
+//! - [`admin_http`]: the admin port: `/healthz`, `/readyz`, `/metrics`.
 //! - [`metrics`]: the Prometheus registry.
-//! - [`app`]: assembling all of the above from a config; with the `sandbox`
+//! - [`app`]: `start(config)`: assembles, binds and runs all of the above;
+//!   the [`app::Running`] handle reloads and drains it; with the `sandbox`
 //!   feature also the `--sandbox` config (a tenant per demo application of
 //!   the `didit_sandbox` crate).
 //! - [`telemetry`]: log set-up.
@@ -33,7 +34,7 @@
 //! - [`proto`]: the generated `didit.share.v1` types and services.
 #![forbid(unsafe_code)]
 
-pub mod admin;
+pub mod admin_http;
 pub mod app;
 pub mod audit;
 pub mod auth;
@@ -42,12 +43,12 @@ pub mod config;
 pub mod didit;
 pub mod error;
 pub mod gateway;
+pub mod grpc;
 pub mod limits;
 pub mod metrics;
 pub mod proto;
 pub mod replay;
 pub mod secrets;
-pub mod server;
 pub mod service;
 pub mod session;
 pub mod share_token;

@@ -6,12 +6,12 @@
 //! every key includes the tenant: no tenant can read another's result.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use moka::notification::RemovalCause;
 use moka::policy::EvictionPolicy;
 use sha2::{Digest, Sha256};
 
+use crate::config::ReplayConfig;
 use crate::metrics::Metrics;
 use crate::session::{ImportParams, ImportedSession, ShareToken};
 
@@ -57,24 +57,6 @@ impl StoredImport {
             + self.params.vendor_data.len()
             + ENTRY_OVERHEAD_BYTES;
         u32::try_from(bytes).unwrap_or(u32::MAX)
-    }
-}
-
-/// Replay settings.
-#[derive(Clone, Copy, Debug)]
-pub struct ReplayConfig {
-    /// How long a result stays replayable.
-    pub window: Duration,
-    /// Upper bound of stored bytes; the least useful entries go first.
-    pub max_bytes: u64,
-}
-
-impl Default for ReplayConfig {
-    fn default() -> Self {
-        Self {
-            window: Duration::from_secs(600),
-            max_bytes: 64 * 1024 * 1024,
-        }
     }
 }
 
@@ -133,6 +115,8 @@ impl ReplayStore {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
     use crate::session::{ImportParams, ImportedSession, SessionKind, ShareToken};
 

@@ -15,6 +15,16 @@ use crate::tenant::Tenant;
 /// Checks every tenant's key file every `interval`, until the task is
 /// aborted or the state is dropped.
 pub fn spawn_key_watcher(state: &Arc<AppState>, interval: Duration) -> tokio::task::JoinHandle<()> {
+    // Each configured tenant's reload failures are exported at 0 from the
+    // start (the rate-limit layer does the same for its counter).
+    for tenant in state.settings().tenants.iter() {
+        let _ = state
+            .metrics
+            .key_reload_failures
+            .get_or_create(&TenantLabels {
+                tenant: tenant.id.clone(),
+            });
+    }
     let state = Arc::downgrade(state);
     tokio::spawn(async move {
         let mut ticks = tokio::time::interval(interval);

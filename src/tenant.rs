@@ -2,8 +2,9 @@
 //! one holds, and the lookup from a caller's `x-tenant-id`.
 
 use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 
+use arc_swap::ArcSwap;
 use secrecy::{ExposeSecret, SecretString};
 use uuid::Uuid;
 
@@ -42,7 +43,7 @@ pub struct Tenant {
     /// The Didit application the key belongs to.
     pub application_id: Uuid,
     /// The current key; replaced in place when the key file changes.
-    key: RwLock<Arc<ApiKey>>,
+    key: ArcSwap<ApiKey>,
     /// Caller identities allowed to act for this tenant (`*` suffix = prefix).
     pub allowed_callers: Vec<String>,
     /// Calls per minute this tenant may make through the gateway.
@@ -65,7 +66,7 @@ impl Tenant {
         Self {
             id,
             application_id,
-            key: RwLock::new(Arc::new(key)),
+            key: ArcSwap::from_pointee(key),
             allowed_callers,
             rate_limit_per_minute,
             key_file: None,
@@ -86,19 +87,12 @@ impl Tenant {
 
     /// The key to use for the next upstream call.
     pub fn api_key(&self) -> Arc<ApiKey> {
-        match self.key.read() {
-            Ok(key) => Arc::clone(&key),
-            Err(poisoned) => Arc::clone(&poisoned.into_inner()),
-        }
+        self.key.load_full()
     }
 
     /// Installs a new key; calls already in flight finish with the old one.
     pub fn replace_api_key(&self, key: ApiKey) {
-        let mut slot = match self.key.write() {
-            Ok(slot) => slot,
-            Err(poisoned) => poisoned.into_inner(),
-        };
-        *slot = Arc::new(key);
+        self.key.store(Arc::new(key));
     }
 }
 

@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use common::{TestEnv, demo, reason, with_tenant};
 use didit_sandbox::SandboxConfig;
-use didit_share_gateway::app;
 use didit_share_gateway::config::{AuthConfig, Config, KeySource};
 use didit_share_gateway::proto::ShareSessionRequest;
 use didit_share_gateway::proto::share_service_client::ShareServiceClient;
@@ -277,7 +276,7 @@ async fn a_rotated_key_file_is_used_without_losing_a_call() {
     let x = demo("service-x");
     std::fs::write(&key_file, format!("{}\n", x.api_key)).unwrap();
     let env = TestEnv::start_with(SandboxConfig::default(), |config| {
-        config.key_reload_interval = Duration::from_millis(50);
+        config.server.key_reload_interval = Duration::from_millis(50);
         for tenant in &mut config.tenants {
             if tenant.id == "service-x" {
                 tenant.key_source = KeySource::File(key_file.clone());
@@ -394,7 +393,7 @@ async fn a_bad_reload_keeps_the_running_config_and_a_good_one_replaces_it() {
         "[upstream]\nbase_url = \"http://x\"\n[auth]\nmode = \"sideways\"\n",
     )
     .unwrap();
-    let err = app::reload(&env.state, &env.config, &path).unwrap_err();
+    let err = env.gateway().reload_from(&path).unwrap_err();
     assert_eq!(err.key, "auth.mode");
     env.share("service-x", &session, &y, None)
         .await
@@ -408,7 +407,7 @@ async fn a_bad_reload_keeps_the_running_config_and_a_good_one_replaces_it() {
         dir.path().join("x.key").display()
     );
     std::fs::write(&path, good).unwrap();
-    app::reload(&env.state, &env.config, &path).unwrap();
+    env.gateway().reload_from(&path).unwrap();
     env.share("brand-x", &session, &y, None)
         .await
         .expect("the new tenant serves");

@@ -163,7 +163,7 @@ async fn a_tonic_caller_with_a_deadline_is_never_left_hanging() {
 #[tokio::test]
 async fn the_configured_upstream_timeout_caps_each_attempt() {
     let env = TestEnv::start_with(SandboxConfig::default(), |config| {
-        config.upstream_timeout = Duration::from_millis(300);
+        config.upstream.timeout = Duration::from_millis(300);
     })
     .await;
     let session = env.create_session("service-x", "user", "Approved").await;

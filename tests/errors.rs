@@ -425,7 +425,7 @@ async fn an_unreachable_didit_is_unavailable() {
         .local_addr()
         .unwrap();
     let env = TestEnv::start_with(SandboxConfig::default(), |config| {
-        config.upstream_base_url = format!("http://{closed}");
+        config.upstream.base_url = format!("http://{closed}");
     })
     .await;
     let y = demo("service-y").application_id.to_string();

@@ -161,7 +161,7 @@ async fn open_health_watches_do_not_hold_the_drain_until_the_grace_period() {
     // stream open for as long as it is connected. The drain must end that
     // stream after reporting NOT_SERVING rather than wait out the grace.
     let mut env = TestEnv::start_with(SandboxConfig::default(), |config| {
-        config.shutdown_grace = Duration::from_secs(60);
+        config.server.shutdown_grace = Duration::from_secs(60);
     })
     .await;
     let mut stream = HealthClient::new(env.channel.clone())

@@ -17,7 +17,7 @@ async fn env_with(tweak: impl FnOnce(&mut didit_share_gateway::config::Config)) 
 
 #[tokio::test]
 async fn a_thousand_concurrent_identical_imports_reach_didit_once() {
-    let env = env_with(|c| c.max_concurrent_requests = 5000).await;
+    let env = env_with(|c| c.server.max_concurrent_requests = 5000).await;
     let y = demo("service-y");
     let session = env.create_session("service-x", "user", "Approved").await;
     let token = env.token_for_y(&session).await;

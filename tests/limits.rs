@@ -30,7 +30,7 @@ fn share_request(tenant: &str) -> tonic::Request<ShareSessionRequest> {
 #[tokio::test]
 async fn a_flood_beyond_the_concurrency_limit_is_shed_not_queued() {
     let env = TestEnv::start_with(SandboxConfig::default(), |config| {
-        config.max_concurrent_requests = 4;
+        config.server.max_concurrent_requests = 4;
     })
     .await;
     env.faults(json!({"latency_ms": 1500, "endpoints": ["share"]}))
@@ -82,7 +82,7 @@ async fn a_flood_beyond_the_concurrency_limit_is_shed_not_queued() {
 #[tokio::test]
 async fn health_is_answered_while_the_limit_is_saturated() {
     let env = TestEnv::start_with(SandboxConfig::default(), |config| {
-        config.max_concurrent_requests = 1;
+        config.server.max_concurrent_requests = 1;
     })
     .await;
     env.faults(json!({"latency_ms": 1500, "endpoints": ["share"]}))
@@ -126,7 +126,7 @@ async fn a_tenant_is_told_to_back_off_before_didit_answers_429() {
         |config| {
             for tenant in &mut config.tenants {
                 tenant.rate_limit_per_minute =
-                    didit_share_gateway::config::defaults::TENANT_RATE_LIMIT_PER_MINUTE;
+                    didit_share_gateway::config::TenantConfig::DEFAULT_RATE_LIMIT_PER_MINUTE;
             }
         },
     )

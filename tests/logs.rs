@@ -313,8 +313,8 @@ async fn every_path_of_a_constrained_gateway() {
         .local_addr()
         .unwrap();
     let env = TestEnv::start_with(SandboxConfig::default(), |config| {
-        config.max_concurrent_requests = 1;
-        config.upstream_base_url = format!("http://{closed}");
+        config.server.max_concurrent_requests = 1;
+        config.upstream.base_url = format!("http://{closed}");
         for tenant in &mut config.tenants {
             if tenant.id == "service-y" {
                 tenant.rate_limit_per_minute = 10; // a burst of 1

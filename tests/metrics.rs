@@ -95,7 +95,7 @@ fn share_request(tenant: &str, session_id: &str) -> tonic::Request<ShareSessionR
 #[tokio::test]
 async fn every_documented_series_is_exported() {
     let env = TestEnv::start_with(SandboxConfig::default(), |config| {
-        config.max_concurrent_requests = 3;
+        config.server.max_concurrent_requests = 3;
         for tenant in &mut config.tenants {
             if tenant.id == READ_ONLY_TENANT {
                 tenant.rate_limit_per_minute = 10; // a burst of 1

@@ -68,7 +68,7 @@ async fn traceparent_and_request_id_reach_didit() {
     let recorder = Recorder::default();
     let base = recorder.start().await;
     let env = TestEnv::start_with(SandboxConfig::default(), |config| {
-        config.upstream_base_url = base;
+        config.upstream.base_url = base;
     })
     .await;
 
@@ -106,7 +106,7 @@ async fn a_generated_request_id_is_sent_and_echoed_and_a_bad_traceparent_is_drop
     let recorder = Recorder::default();
     let base = recorder.start().await;
     let env = TestEnv::start_with(SandboxConfig::default(), |config| {
-        config.upstream_base_url = base;
+        config.upstream.base_url = base;
     })
     .await;
 

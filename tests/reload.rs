@@ -1,12 +1,13 @@
-//! The real binary under signals: SIGHUP with a broken config keeps the
-//! running one, SIGHUP with a good one adds a tenant, SIGTERM exits 0.
+//! Config reloads: the real binary under signals (SIGHUP with a broken
+//! config keeps the running one, SIGHUP with a good one adds a tenant,
+//! SIGTERM exits 0), and `Running::reload` naming what needs a restart.
 
 mod common;
 
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::{demo, free_port, reason, with_tenant};
+use common::{TestEnv, demo, free_port, reason, with_tenant};
 use didit_sandbox::{Sandbox, SandboxConfig};
 use didit_share_gateway::proto::ShareSessionRequest;
 use didit_share_gateway::proto::share_service_client::ShareServiceClient;
@@ -167,4 +168,48 @@ async fn sandbox_session(http: &reqwest::Client, sandbox: &Sandbox) -> String {
         .await
         .unwrap();
     created["session_id"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn a_reload_names_every_changed_section_that_needs_a_restart() {
+    let env = TestEnv::start(Default::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("gateway.toml");
+    // The running config's [server], [upstream] and [replay], written out.
+    let same = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\n{}",
+        config(
+            &env.sandbox.base_url(),
+            dir.path(),
+            &[("brand-x", "service-x")]
+        )
+    );
+    std::fs::write(&path, &same).unwrap();
+    let reloaded = env.gateway().reload_from(&path).unwrap();
+    assert_eq!(reloaded.tenants, 1);
+    assert!(reloaded.needs_restart.is_empty(), "{reloaded:?}");
+
+    // The key reload interval is read once, at start.
+    std::fs::write(
+        &path,
+        same.replace("[server]\n", "[server]\nkey_reload_interval = \"1m\"\n"),
+    )
+    .unwrap();
+    let reloaded = env.gateway().reload().unwrap();
+    assert_eq!(reloaded.needs_restart, ["server"]);
+    assert_eq!(
+        env.gateway().config().server.key_reload_interval,
+        Duration::from_secs(60),
+        "the file's config is the running one now"
+    );
+
+    std::fs::write(
+        &path,
+        same.replace("[upstream]\n", "[upstream]\nmax_attempts = 1\n")
+            .replace("[server]\n", "[replay]\nwindow = \"1m\"\n[server]\n"),
+    )
+    .unwrap();
+    let reloaded = env.gateway().reload().unwrap();
+    assert_eq!(reloaded.needs_restart, ["server", "upstream", "replay"]);
+    env.stop().await;
 }

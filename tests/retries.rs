@@ -94,7 +94,7 @@ async fn share_does_not_retry_a_500_or_a_rejection() {
 #[tokio::test]
 async fn share_attempts_stop_at_upstream_max_attempts() {
     let env = TestEnv::start_with(SandboxConfig::default(), |config| {
-        config.upstream_max_attempts = 4;
+        config.upstream.retry.max_attempts = 4;
     })
     .await;
     env.faults(json!({"fail_next": 100, "error_status": 503, "endpoints": ["share"]}))
@@ -216,7 +216,7 @@ async fn an_import_that_never_connected_is_retried() {
         .local_addr()
         .unwrap();
     let env = TestEnv::start_with(SandboxConfig::default(), |config| {
-        config.upstream_base_url = format!("http://{closed}");
+        config.upstream.base_url = format!("http://{closed}");
     })
     .await;
     let status = env

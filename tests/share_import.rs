@@ -7,8 +7,8 @@ mod common;
 use std::collections::BTreeSet;
 
 use common::{DIALECTS, TestEnv, demo};
-use didit_share_gateway::proto::{SessionKind, SessionStatus};
 use didit_sandbox::{Sandbox, SandboxConfig, demo_applications};
+use didit_share_gateway::proto::{SessionKind, SessionStatus};
 use didit_share_gateway::service::checks::{KYB_CHECKS, KYC_CHECKS};
 use serde_json::Value;
 

@@ -137,7 +137,7 @@ async fn a_detached_import_finishes_before_the_server_returns() {
 #[tokio::test]
 async fn the_grace_period_bounds_the_drain() {
     let mut env = TestEnv::start_with(SandboxConfig::default(), |config| {
-        config.shutdown_grace = Duration::from_millis(500);
+        config.server.shutdown_grace = Duration::from_millis(500);
     })
     .await;
     env.faults(json!({"latency_ms": 30_000, "endpoints": ["share"]}))

@@ -7,13 +7,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use didit_sandbox::{Dialect, Sandbox, SandboxConfig};
-use didit_share_gateway::app;
+use didit_share_gateway::app::{self, Running, StartOptions};
 use didit_share_gateway::config::Config;
-use didit_share_gateway::metrics::Metrics;
 use didit_share_gateway::proto::import_service_client::ImportServiceClient;
 use didit_share_gateway::proto::import_service_server::{ImportService, ImportServiceServer};
 use didit_share_gateway::proto::{ImportSharedSessionRequest, ImportSharedSessionResponse};
-use didit_share_gateway::server;
 use didit_share_gateway::service::AppState;
 use futures::StreamExt as _;
 use tokio::net::TcpListener;
@@ -38,14 +36,17 @@ const MAX_MESSAGE_BYTES: usize = 32 * 1024 * 1024;
 
 /// The gateway's config for a benchmark: `--sandbox` mode's tenants, with
 /// the per-tenant rate limit (default 300/min) and the global concurrency
-/// limit (default 512) raised so that they never throttle the load.
+/// limit (default 512) raised so that they never throttle the load, on
+/// loopback ports of the system's choosing.
 pub fn bench_config(upstream: &str) -> Config {
     let loopback: SocketAddr = "127.0.0.1:0".parse().expect("loopback");
-    let mut config = app::sandbox_config(upstream, loopback, loopback);
+    let mut config = app::sandbox_config(upstream);
+    config.server.listen = loopback;
+    config.server.admin_listen = loopback;
     for tenant in &mut config.tenants {
         tenant.rate_limit_per_minute = u32::MAX;
     }
-    config.max_concurrent_requests = 1_000_000;
+    config.server.max_concurrent_requests = 1_000_000;
     config
 }
 
@@ -54,45 +55,32 @@ pub struct GatewayHandle {
     pub grpc_addr: SocketAddr,
     pub admin_addr: SocketAddr,
     pub state: Arc<AppState>,
-    stop: oneshot::Sender<()>,
-    task: JoinHandle<Result<(), server::ServeError>>,
+    running: Running,
 }
 
 impl GatewayHandle {
-    /// Builds and serves the gateway of `config`, as the binary does.
+    /// Starts the gateway of `config` with `app::start`, as the binary does
+    /// (key watcher included); only the drain delay is shortened.
     pub async fn start(config: &Config) -> Self {
-        let (state, mut options) = app::build(config, Metrics::new()).expect("gateway config");
-        options.drain_delay = Duration::from_millis(10);
-        let grpc = TcpListener::bind("127.0.0.1:0").await.expect("bind gRPC");
-        let admin = TcpListener::bind("127.0.0.1:0").await.expect("bind admin");
-        let grpc_addr = grpc.local_addr().expect("gRPC address");
-        let admin_addr = admin.local_addr().expect("admin address");
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(server::run(
-            grpc,
-            admin,
-            Arc::clone(&state),
-            options,
-            async {
-                let _ = stopped.await;
-            },
-        ));
+        let options = StartOptions {
+            drain_delay: Some(Duration::from_millis(10)),
+            ..StartOptions::default()
+        };
+        let running = app::start(config.clone(), options)
+            .await
+            .expect("gateway config");
         Self {
-            grpc_addr,
-            admin_addr,
-            state,
-            stop,
-            task,
+            grpc_addr: running.grpc_addr,
+            admin_addr: running.admin_addr,
+            state: Arc::clone(&running.state),
+            running,
         }
     }
 
     /// Drains and waits.
     pub async fn stop(self) {
-        let _ = self.stop.send(());
-        match self.task.await {
-            Ok(Ok(())) => {}
-            Ok(Err(err)) => eprintln!("gateway stopped with an error: {err}"),
-            Err(err) => eprintln!("gateway task failed: {err}"),
+        if let Err(err) = self.running.shutdown().await {
+            eprintln!("gateway stopped with an error: {err}");
         }
     }
 }
@@ -124,7 +112,7 @@ pub struct EchoHandle {
 impl EchoHandle {
     /// Serves `response` to every call, as `Server::builder().serve(addr)`
     /// would: accepted sockets get TCP_NODELAY. With `nodelay` false the
-    /// listener is wrapped as `server::run` wrapped the gateway's before
+    /// listener is wrapped as `grpc::serve` wrapped the gateway's before
     /// commit e20ffb3 (`TcpIncoming::from` alone leaves Nagle on, and
     /// `Server::tcp_nodelay` does not apply to `serve_with_incoming*`).
     pub async fn start(response: ImportSharedSessionResponse, nodelay: bool) -> Self {

@@ -1,6 +1,12 @@
-"""Helpers for deploy/check.sh: split rendered manifests, extract and run
-the gateway config check, and cross-check the manifests against each other
-and against gateway.toml.
+"""Helpers for deploy/check.sh: split rendered manifests, stage the
+rendered gateway.toml for the gateway's own `--check-config --json`, and
+cross-check the manifests against each other and against what the gateway
+says its config is.
+
+The gateway's config rules (durations, addresses, keys, auth modes) live in
+the gateway alone: nothing here parses a value of gateway.toml. Values the
+cross-checks need (ports, shutdown_grace, tenants, auth) come from the JSON
+that `didit-share-gateway --check-config PATH --json` prints.
 
 Runs in the tools venv (PyYAML); everything else is the standard library.
 Each subcommand prints only problems (or one short line per item checked
@@ -56,13 +62,13 @@ def is_crd(doc):
     return any(group == g or (g.startswith(".") and group.endswith(g)) for g in CRD_GROUPS)
 
 
-def duration_seconds(text):
-    """humantime-style durations as used in gateway.toml: 500ms, 20s, 10m, 1h."""
-    m = re.fullmatch(r"\s*(\d+)\s*(ms|s|m|h)\s*", text)
-    if not m:
+def go_duration_seconds(text):
+    """A Go duration as Istio's proxy config writes it: 45s, 1m30s, 1.5h."""
+    parts = re.findall(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)", text)
+    if not parts or "".join(v + u for v, u in parts) != text.strip():
         raise ValueError(f"unsupported duration {text!r}")
-    value, unit = int(m.group(1)), m.group(2)
-    return value * {"ms": 0.001, "s": 1, "m": 60, "h": 3600}[unit]
+    scale = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1, "m": 60, "h": 3600}
+    return sum(float(v) * scale[u] for v, u in parts)
 
 
 def gateway_toml(docs):
@@ -105,20 +111,22 @@ def cmd_config_drift(base, mesh):
                       f"{diff or '  (lines added or removed)'}")
     if len(a) != len(b):
         rc = fail(f"{mesh} and {base} have different sections")
-    if tomllib.loads(Path(mesh).read_text(encoding="utf-8"))["auth"]["mode"] != "mesh":
-        rc = fail(f'{mesh}: auth.mode must be "mesh"')
     return rc
 
 
 def cmd_check_config(binary, rendered, workdir):
-    """Run `BINARY --check-config` on the rendered gateway.toml, with each
-    api_key_file rewritten into WORKDIR (placeholder key files) and each
-    api_key_env set to a placeholder."""
+    """Run `BINARY --check-config PATH --json` on the rendered gateway.toml,
+    with each api_key_file rewritten into WORKDIR (placeholder key files)
+    and each api_key_env set to a placeholder. On success, write the
+    gateway's JSON, key file paths as the ConfigMap has them, to
+    WORKDIR/gateway.json for `crosscheck`."""
     text = gateway_toml(load(rendered))
+    # Read only to find the key files and variables to stage.
     config = tomllib.loads(text)
     work = Path(workdir)
     (work / "secrets").mkdir(parents=True, exist_ok=True)
     env = dict(os.environ)
+    staged = {}
     for tenant in config.get("tenants", []):
         if "api_key_file" in tenant:
             original = tenant["api_key_file"]
@@ -126,29 +134,49 @@ def cmd_check_config(binary, rendered, workdir):
             local.write_text(f"placeholder-key-for-{tenant['id']}\n", encoding="utf-8")
             local.chmod(0o400)
             text = text.replace(f'"{original}"', json.dumps(str(local)))
+            staged[str(local)] = original
         if "api_key_env" in tenant:
             env[tenant["api_key_env"]] = f"placeholder-key-for-{tenant['id']}"
     path = work / "gateway.toml"
     path.write_text(text, encoding="utf-8")
     proc = subprocess.run(
-        [binary, "--check-config", str(path)],
+        [binary, "--check-config", str(path), "--json"],
         env=env,
         stdin=subprocess.DEVNULL,
         capture_output=True,
         text=True,
         check=False,
     )
-    if proc.returncode != 0:
-        print(proc.stdout + proc.stderr, end="")
+    try:
+        verdict = json.loads(proc.stdout)
+    except json.JSONDecodeError:
+        verdict = None
+    if proc.returncode != 0 or not isinstance(verdict, dict) or verdict.get("ok") is not True:
+        error = (verdict or {}).get("error") if isinstance(verdict, dict) else None
+        if error:
+            print(f"{error['key']}: {error['problem']}")
+        else:
+            print(proc.stdout + proc.stderr, end="")
         return fail(f"{binary} --check-config rejected the rendered gateway.toml "
                     f"(exit {proc.returncode})")
+    for tenant in verdict["tenants"]:
+        if "api_key_file" in tenant:
+            tenant["api_key_file"] = staged.get(tenant["api_key_file"], tenant["api_key_file"])
+    (work / "gateway.json").write_text(json.dumps(verdict, indent=2), encoding="utf-8")
     return 0
 
 
-def cmd_crosscheck(rendered, secret_example, overlay):
-    """Properties of the rendered manifests that schemas cannot see."""
+def port(addr):
+    """The port of an address the gateway printed (`0.0.0.0:50051`, `[::]:50051`)."""
+    return int(addr.rsplit(":", 1)[1])
+
+
+def cmd_crosscheck(rendered, gateway_json, secret_example, overlay):
+    """Properties of the rendered manifests that schemas cannot see, against
+    GATEWAY_JSON: what the gateway's `--check-config --json` said about the
+    rendered gateway.toml (written by `check-config`)."""
     docs = load(rendered)
-    config = tomllib.loads(gateway_toml(docs))
+    config = json.loads(Path(gateway_json).read_text(encoding="utf-8"))
     problems = []
 
     def need(cond, msg):
@@ -180,8 +208,8 @@ def cmd_crosscheck(rendered, secret_example, overlay):
          "ServiceAccount automountServiceAccountToken must be false")
 
     # Ports: config, container, probes, Service.
-    grpc_port = int(config["server"]["listen"].rsplit(":", 1)[1])
-    admin_port = int(config["server"]["admin_listen"].rsplit(":", 1)[1])
+    grpc_port = port(config["server"]["listen"])
+    admin_port = port(config["server"]["admin_listen"])
     ports = {p["name"]: p["containerPort"] for p in gw["ports"]}
     need(ports.get("grpc") == grpc_port, f"container port grpc must be {grpc_port}")
     need(ports.get("http-metrics") == admin_port,
@@ -197,7 +225,7 @@ def cmd_crosscheck(rendered, secret_example, overlay):
 
     # Shutdown budget: preStop sleep + shutdown_grace fits the grace period.
     sleep = gw.get("lifecycle", {}).get("preStop", {}).get("sleep", {}).get("seconds")
-    grace = duration_seconds(config["server"]["shutdown_grace"])
+    grace = config["server"]["shutdown_grace_ms"] / 1000
     tgps = pod.get("terminationGracePeriodSeconds", 30)
     need(isinstance(sleep, int) and sleep > 0, "preStop must be a native sleep action")
     if isinstance(sleep, int):
@@ -209,7 +237,7 @@ def cmd_crosscheck(rendered, secret_example, overlay):
     if proxy:
         drain = yaml.safe_load(proxy).get("terminationDrainDuration")
         if drain:
-            d = duration_seconds(drain)
+            d = go_duration_seconds(drain)
             need(sleep is None or d >= sleep + grace,
                  f"istio terminationDrainDuration {drain} shorter than preStop + drain")
             need(d <= tgps, f"istio terminationDrainDuration {drain} > grace period {tgps}s")
@@ -241,8 +269,8 @@ def cmd_crosscheck(rendered, secret_example, overlay):
         need(value.startswith("REPLACE_WITH_"),
              f"example Secret key {key} must hold a REPLACE_WITH_ placeholder")
     callers = set()
-    for t in config.get("tenants", []):
-        callers.update(t.get("allowed_callers", []))
+    for t in config["tenants"]:
+        callers.update(t["allowed_callers"])
         path = t.get("api_key_file")
         if path:
             need(os.path.dirname(path) == secret_dir,

@@ -1,5 +1,5 @@
-//! `didit-share-gateway`: parse flags, load and validate the config (or
-//! start the in-process sandbox), bind, serve, drain on SIGTERM/SIGINT.
+//! `didit-share-gateway`: parse flags, build the config (a file, or the
+//! in-process sandbox's), `app::start` it, wait for SIGTERM/SIGINT, drain.
 //!
 //! `--sandbox` needs the `sandbox` cargo feature (on by default). A build
 //! without it (`--no-default-features`, the container image) has no sandbox
@@ -7,14 +7,13 @@
 //! the `--sandbox-*` flags do not exist.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::Parser;
-use didit_share_gateway::config::{AuthConfig, Config, KeySource};
+use didit_share_gateway::app::{self, StartError, StartOptions};
+use didit_share_gateway::config::{CheckReport, Config, Overrides};
 use didit_share_gateway::telemetry::{self, LogFormat};
-use didit_share_gateway::{app, metrics::Metrics, secrets, server};
-use tokio::net::TcpListener;
 
 /// EX_USAGE: bad flags or config.
 const EXIT_CONFIG: u8 = 64;
@@ -43,6 +42,9 @@ struct Cli {
         conflicts_with = "sandbox"
     )]
     check_config: Option<PathBuf>,
+    /// With --check-config: print the result as one JSON object (the sections, or the error's file, key and problem).
+    #[arg(long, env = "DSG_JSON", requires = "check_config")]
+    json: bool,
     /// gRPC address [default: 0.0.0.0:50051, or the config's server.listen].
     #[arg(long, env = "DSG_LISTEN", value_name = "ADDR")]
     listen: Option<SocketAddr>,
@@ -61,7 +63,7 @@ struct Cli {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     if let Some(path) = &cli.check_config {
-        return check_config(path);
+        return check_config(path, cli.json);
     }
     telemetry::init(cli.log_format);
     let runtime = match tokio::runtime::Runtime::new() {
@@ -71,23 +73,13 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_UNAVAILABLE);
         }
     };
-    runtime.block_on(serve(cli))
+    runtime.block_on(run(cli))
 }
 
-async fn serve(cli: Cli) -> ExitCode {
-    let mut sandbox = None;
-    let config = if cli.sandbox {
-        let listen = cli
-            .listen
-            .unwrap_or_else(|| default_addr(didit_share_gateway::config::defaults::LISTEN));
-        let admin_listen = cli
-            .admin_listen
-            .unwrap_or_else(|| default_addr(didit_share_gateway::config::defaults::ADMIN_LISTEN));
-        match sandbox_mode::start(&cli, listen, admin_listen).await {
-            Ok((started, config)) => {
-                sandbox = Some(started);
-                config
-            }
+async fn run(cli: Cli) -> ExitCode {
+    let (config, sandbox) = if cli.sandbox {
+        match sandbox_mode::start(&cli).await {
+            Ok((sandbox, config)) => (config, Some(sandbox)),
             Err(code) => return code,
         }
     } else {
@@ -98,68 +90,33 @@ async fn serve(cli: Cli) -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         };
         match Config::load(path) {
-            Ok(mut config) => {
-                config.listen = cli.listen.unwrap_or(config.listen);
-                config.admin_listen = cli.admin_listen.unwrap_or(config.admin_listen);
-                config
-            }
+            Ok(config) => (config, None),
             Err(err) => {
                 eprintln!("didit-share-gateway: {err}");
                 return ExitCode::from(EXIT_CONFIG);
             }
         }
     };
-
-    let (state, options) = match app::build(&config, Metrics::new()) {
-        Ok(built) => built,
-        Err(err) => {
+    let options = StartOptions {
+        overrides: Overrides {
+            listen: cli.listen,
+            admin_listen: cli.admin_listen,
+        },
+        reload_on_sighup: cli.config.is_some(),
+        drain_delay: None,
+    };
+    let running = match app::start(config, options).await {
+        Ok(running) => running,
+        Err(err @ (StartError::Config(_) | StartError::Http(_))) => {
             eprintln!("didit-share-gateway: {err}");
             return ExitCode::from(EXIT_CONFIG);
         }
+        Err(err @ StartError::Bind { .. }) => return unavailable(&err.to_string()),
     };
-    let grpc = match TcpListener::bind(config.listen).await {
-        Ok(l) => l,
-        Err(err) => return unavailable(&format!("cannot bind gRPC on {}: {err}", config.listen)),
-    };
-    let admin = match TcpListener::bind(config.admin_listen).await {
-        Ok(l) => l,
-        Err(err) => {
-            return unavailable(&format!(
-                "cannot bind admin on {}: {err}",
-                config.admin_listen
-            ));
-        }
-    };
-    let grpc_addr = grpc.local_addr().map(|a| a.to_string()).unwrap_or_default();
-    let admin_addr = admin
-        .local_addr()
-        .map(|a| a.to_string())
-        .unwrap_or_default();
-    tracing::info!(
-        grpc = %grpc_addr,
-        admin = %admin_addr,
-        upstream = %config.upstream_base_url,
-        tenants = config.tenants.len(),
-        "didit-share-gateway listening"
-    );
     if let Some(sandbox) = &sandbox {
-        sandbox.print_banner(&grpc_addr);
+        sandbox.print_banner(running.grpc_addr);
     }
-    if config.auth == AuthConfig::None {
-        tracing::warn!(
-            "auth mode none: any caller that can reach this port may act for any tenant"
-        );
-    }
-    let watcher = secrets::spawn_key_watcher(&state, config.key_reload_interval);
-    let reloader = cli
-        .config
-        .clone()
-        .map(|path| tokio::spawn(reload_on_sighup(state.clone(), config.clone(), path)));
-    let result = server::run(grpc, admin, state, options, shutdown_signal()).await;
-    watcher.abort();
-    if let Some(reloader) = reloader {
-        reloader.abort();
-    }
+    let result = running.run_until(shutdown_signal()).await;
     if let Some(sandbox) = sandbox {
         sandbox.stop().await;
     }
@@ -169,48 +126,10 @@ async fn serve(cli: Cli) -> ExitCode {
     }
 }
 
-fn default_addr(raw: &str) -> SocketAddr {
-    // The defaults are constants known to parse.
-    raw.parse()
-        .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
-}
-
 fn unavailable(message: &str) -> ExitCode {
     tracing::error!("{message}");
     eprintln!("didit-share-gateway: {message}");
     ExitCode::from(EXIT_UNAVAILABLE)
-}
-
-/// Re-reads the config on every SIGHUP; a bad one is logged and ignored.
-async fn reload_on_sighup(
-    state: std::sync::Arc<didit_share_gateway::service::AppState>,
-    mut running: Config,
-    path: PathBuf,
-) {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        let mut hangups = match signal(SignalKind::hangup()) {
-            Ok(s) => s,
-            Err(err) => {
-                tracing::warn!(error = %err, "cannot listen for SIGHUP; config reload disabled");
-                return;
-            }
-        };
-        while hangups.recv().await.is_some() {
-            tracing::info!(config = %path.display(), "SIGHUP received: reloading config");
-            match app::reload(&state, &running, &path) {
-                Ok(new) => running = new,
-                Err(err) => {
-                    tracing::error!(error = %err, "config reload rejected; the running config stays")
-                }
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = (state, running, path);
-    }
 }
 
 /// Resolves on SIGTERM or SIGINT.
@@ -272,37 +191,32 @@ mod sandbox_mode {
     /// The running sandbox.
     pub struct Running(Sandbox);
 
-    /// Starts the sandbox; the gateway's config has one tenant per demo application.
-    pub async fn start(
-        cli: &Cli,
-        listen: SocketAddr,
-        admin_listen: SocketAddr,
-    ) -> Result<(Running, Config), ExitCode> {
+    /// Starts the sandbox on `--sandbox-listen`; the gateway's config has
+    /// one tenant per demo application.
+    pub async fn start(cli: &Cli) -> Result<(Running, Config), ExitCode> {
         let options = &cli.sandbox_options;
-        let listener = match TcpListener::bind(options.sandbox_listen).await {
-            Ok(l) => l,
-            Err(err) => {
-                return Err(unavailable(&format!(
+        let listener = TcpListener::bind(options.sandbox_listen)
+            .await
+            .map_err(|err| {
+                unavailable(&format!(
                     "cannot bind the sandbox on {}: {err}",
                     options.sandbox_listen
-                )));
-            }
-        };
+                ))
+            })?;
         let sandbox_config = SandboxConfig {
             dialect: options.sandbox_dialect,
             rate_limit: options.sandbox_rate_limit.then(RateLimit::default),
         };
-        let started = match Sandbox::start(listener, sandbox_config).await {
-            Ok(s) => s,
-            Err(err) => return Err(unavailable(&format!("cannot start the sandbox: {err}"))),
-        };
-        let config = app::sandbox_config(&started.base_url(), listen, admin_listen);
+        let started = Sandbox::start(listener, sandbox_config)
+            .await
+            .map_err(|err| unavailable(&format!("cannot start the sandbox: {err}")))?;
+        let config = app::sandbox_config(&started.base_url());
         Ok((Running(started), config))
     }
 
     impl Running {
         /// The demo tenants and a ready-to-paste first call.
-        pub fn print_banner(&self, grpc_addr: &str) {
+        pub fn print_banner(&self, grpc_addr: SocketAddr) {
             let base = self.0.base_url();
             println!(
                 "didit-share-gateway --sandbox: gRPC on {grpc_addr}, Didit sandbox REST API on {base}"
@@ -314,13 +228,14 @@ mod sandbox_mode {
                     app.name, app.application_id, app.workflows.user, app.workflows.business
                 );
             }
-            let port = grpc_addr.rsplit(':').next().unwrap_or("50051");
+            let port = grpc_addr.port();
             println!(
                 "first call:  cargo run --example share_then_import -- --gateway http://127.0.0.1:{port} --sandbox {base}"
             );
             println!("sandbox API: curl -s {base}/_sandbox/applications");
         }
 
+        /// Stops the sandbox.
         pub async fn stop(self) {
             self.0.stop().await;
         }
@@ -341,11 +256,7 @@ mod sandbox_mode {
     pub enum Running {}
 
     /// Always refuses, with one line.
-    pub async fn start(
-        _cli: &Cli,
-        _listen: SocketAddr,
-        _admin_listen: SocketAddr,
-    ) -> Result<(Running, Config), ExitCode> {
+    pub async fn start(_cli: &Cli) -> Result<(Running, Config), ExitCode> {
         eprintln!(
             "didit-share-gateway: --sandbox is not available: this binary was built without the `sandbox` cargo feature; give --config PATH"
         );
@@ -353,7 +264,7 @@ mod sandbox_mode {
     }
 
     impl Running {
-        pub fn print_banner(&self, _grpc_addr: &str) {
+        pub fn print_banner(&self, _grpc_addr: SocketAddr) {
             match *self {}
         }
 
@@ -363,59 +274,20 @@ mod sandbox_mode {
     }
 }
 
-/// `--check-config`: validate, print a summary, exit 0 or 64.
-fn check_config(path: &std::path::Path) -> ExitCode {
-    let config = match Config::load(path) {
-        Ok(config) => config,
+/// `--check-config`: validate as start-up does, print the summary (or,
+/// with `--json`, the result as JSON), exit 0 or 64.
+fn check_config(path: &Path, json: bool) -> ExitCode {
+    let report = CheckReport::run(path);
+    if json {
+        println!("{:#}", report.json());
+    } else if report.result.is_ok() {
+        println!("{}", report.text());
+    }
+    match &report.result {
+        Ok(_) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("didit-share-gateway: {err}");
-            return ExitCode::from(EXIT_CONFIG);
+            ExitCode::from(EXIT_CONFIG)
         }
-    };
-    println!("config {} is valid", path.display());
-    println!("  grpc listen     {}", config.listen);
-    println!("  admin listen    {}", config.admin_listen);
-    println!(
-        "  upstream        {} (timeout {:?}, {} attempts)",
-        config.upstream_base_url, config.upstream_timeout, config.upstream_max_attempts
-    );
-    println!(
-        "  replay          window {:?}, max {} bytes",
-        config.replay.window, config.replay.max_bytes
-    );
-    println!(
-        "  limits          {} concurrent calls, shutdown grace {:?}",
-        config.max_concurrent_requests, config.shutdown_grace
-    );
-    let auth = match &config.auth {
-        AuthConfig::None => "none (any caller may act for any tenant)".to_owned(),
-        AuthConfig::Mesh {
-            trusted_proxy_identity,
-        } => format!(
-            "mesh (identity from x-forwarded-client-cert{})",
-            trusted_proxy_identity
-                .as_ref()
-                .map(|by| format!(", By= must be {by}"))
-                .unwrap_or_default()
-        ),
-        AuthConfig::Mtls { client_ca_file, .. } => {
-            format!(
-                "mtls (client certificates from {})",
-                client_ca_file.display()
-            )
-        }
-    };
-    println!("  auth            {auth}");
-    for t in &config.tenants {
-        let key = match &t.key_source {
-            KeySource::File(p) => format!("key file {}", p.display()),
-            KeySource::Env(name) => format!("key env {name}"),
-            KeySource::Inline(_) => "inline key".to_owned(),
-        };
-        println!(
-            "  tenant {:<16} application {}  {key}  {}/min  callers {:?}",
-            t.id, t.application_id, t.rate_limit_per_minute, t.allowed_callers
-        );
     }
-    ExitCode::SUCCESS
 }

@@ -13,4 +13,4 @@ mod transport;
 
 pub use failure::{DiditError, Rejection, UpstreamReply};
 pub use retry::{RetryBudget, RetryPolicy};
-pub use transport::{CallContext, DiditClient, UpstreamConfig};
+pub use transport::{CallContext, DiditClient};

@@ -43,7 +43,7 @@ pub(super) fn retryable(endpoint: Endpoint, err: &AttemptError) -> bool {
 }
 
 /// Backoff settings.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RetryPolicy {
     /// Attempts in all, the first included (1 disables retries).
     pub max_attempts: u32,

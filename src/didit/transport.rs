@@ -15,7 +15,8 @@ use tokio::time::Instant;
 
 use super::classify::{Endpoint, classify, parse_retry_after};
 use super::failure::DiditError;
-use super::retry::{AttemptError, RetryBudget, RetryPolicy, retryable};
+use super::retry::{AttemptError, RetryBudget, retryable};
+use crate::config::UpstreamConfig;
 use crate::metrics::{EndpointLabels, Metrics, UpstreamLabels};
 use crate::session::SessionKind;
 use crate::tenant::ApiKey;
@@ -26,19 +27,6 @@ const MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
 
 /// Time kept back from the caller's deadline so the answer can still reach it.
 const DEADLINE_MARGIN: Duration = Duration::from_millis(20);
-
-/// How the gateway reaches Didit.
-#[derive(Clone, Debug)]
-pub struct UpstreamConfig {
-    /// `https://verification.didit.me`, without a trailing slash.
-    pub base_url: String,
-    /// Longest time one attempt may take.
-    pub timeout: Duration,
-    /// Longest time to establish a connection.
-    pub connect_timeout: Duration,
-    /// Backoff between attempts.
-    pub retry: RetryPolicy,
-}
 
 /// What a call carries besides its request: deadline and trace ids.
 #[derive(Clone, Debug, Default)]

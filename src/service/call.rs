@@ -28,7 +28,7 @@ const DEADLINE_MARGIN: Duration = Duration::from_millis(50);
 
 /// Runs one call of `method`: tenant lookup, caller authorization, context,
 /// the `work` on the request message, metrics and the log line.
-pub(super) async fn serve<M, T, F, Fut>(
+pub(super) async fn run_call<M, T, F, Fut>(
     state: &AppState,
     method: &'static str,
     request: Request<M>,

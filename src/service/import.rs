@@ -11,7 +11,7 @@ use serde_json::Value;
 use tonic::{Request, Response, Status};
 
 use super::AppState;
-use super::call::serve;
+use super::call::run_call;
 use super::checks;
 use super::json_struct::StructList;
 use crate::error::{FieldViolation, GatewayError};
@@ -46,7 +46,7 @@ impl ImportService for ImportApi {
         &self,
         request: Request<ImportSharedSessionRequest>,
     ) -> Result<Response<ImportSharedSessionResponse>, Status> {
-        serve(
+        run_call(
             &self.state,
             "ImportSharedSession",
             request,

@@ -18,7 +18,9 @@ mod import;
 mod json_struct;
 mod share;
 
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
 
 use crate::auth::AuthPolicy;
 use crate::gateway::Gateway;
@@ -37,7 +39,7 @@ pub struct AppState {
     /// The metrics registry.
     pub metrics: Metrics,
     /// Tenants and caller policy; replaced as a whole on a config reload.
-    settings: RwLock<Arc<Settings>>,
+    settings: ArcSwap<Settings>,
     /// Per-tenant rate limits, applied by a tower layer before the services.
     pub tenant_rate: TenantRate,
 }
@@ -61,25 +63,18 @@ impl AppState {
         Self {
             gateway,
             metrics,
-            settings: RwLock::new(Arc::new(settings)),
+            settings: ArcSwap::from_pointee(settings),
             tenant_rate,
         }
     }
 
     /// The settings in force now; a call keeps the ones it started with.
     pub fn settings(&self) -> Arc<Settings> {
-        match self.settings.read() {
-            Ok(s) => Arc::clone(&s),
-            Err(poisoned) => Arc::clone(&poisoned.into_inner()),
-        }
+        self.settings.load_full()
     }
 
     /// Installs new settings for every call from now on.
     pub fn replace_settings(&self, settings: Settings) {
-        let mut slot = match self.settings.write() {
-            Ok(s) => s,
-            Err(poisoned) => poisoned.into_inner(),
-        };
-        *slot = Arc::new(settings);
+        self.settings.store(Arc::new(settings));
     }
 }

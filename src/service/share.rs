@@ -10,7 +10,7 @@ use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
 use super::AppState;
-use super::call::serve;
+use super::call::run_call;
 use crate::error::{FieldViolation, GatewayError};
 use crate::proto::share_service_server::ShareService;
 use crate::proto::{self, ShareSessionRequest, ShareSessionResponse};
@@ -37,7 +37,7 @@ impl ShareService for ShareApi {
         &self,
         request: Request<ShareSessionRequest>,
     ) -> Result<Response<ShareSessionResponse>, Status> {
-        serve(
+        run_call(
             &self.state,
             "ShareSession",
             request,

@@ -6,21 +6,19 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use didit_sandbox::{DemoApplication, Dialect, Sandbox, SandboxConfig, Stats};
-use didit_share_gateway::app;
+use didit_share_gateway::app::{self, Running, StartOptions};
 use didit_share_gateway::config::{Config, KeySource, TenantConfig};
-use didit_share_gateway::metrics::Metrics;
+use didit_share_gateway::grpc::ServeError;
 use didit_share_gateway::proto::import_service_client::ImportServiceClient;
 use didit_share_gateway::proto::share_service_client::ShareServiceClient;
 use didit_share_gateway::proto::{
     ImportSharedSessionRequest, ImportSharedSessionResponse, ShareSessionRequest,
     ShareSessionResponse,
 };
-use didit_share_gateway::server;
 use didit_share_gateway::service::AppState;
 use didit_share_gateway::tenant::ApiKey;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
-use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tonic::transport::Channel;
 use tonic::{Request, Status};
@@ -35,14 +33,12 @@ pub struct TestEnv {
     pub grpc_addr: SocketAddr,
     pub admin_addr: SocketAddr,
     pub state: Arc<AppState>,
-    /// The config the gateway runs with.
-    pub config: Config,
     pub share_client: ShareServiceClient<Channel>,
     pub import_client: ImportServiceClient<Channel>,
     pub channel: Channel,
     pub http: reqwest::Client,
-    stop: Option<oneshot::Sender<()>>,
-    server: Option<JoinHandle<Result<(), server::ServeError>>>,
+    /// The gateway, as `app::start` returned it; taken by the shutdown.
+    running: Option<Running>,
 }
 
 impl TestEnv {
@@ -68,7 +64,9 @@ impl TestEnv {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let sandbox = Sandbox::start(listener, sandbox_config).await.unwrap();
         let loopback: SocketAddr = "127.0.0.1:0".parse().unwrap();
-        let mut config = app::sandbox_config(&sandbox.base_url(), loopback, loopback);
+        let mut config = app::sandbox_config(&sandbox.base_url());
+        config.server.listen = loopback;
+        config.server.admin_listen = loopback;
         let x = demo("service-x");
         config.tenants.push(TenantConfig {
             id: READ_ONLY_TENANT.into(),
@@ -82,25 +80,12 @@ impl TestEnv {
             tenant.rate_limit_per_minute = 1_000_000;
         }
         tweak(&mut config);
-        let (state, mut options) = app::build(&config, Metrics::new()).unwrap();
-        let watcher =
-            didit_share_gateway::secrets::spawn_key_watcher(&state, config.key_reload_interval);
-        options.drain_delay = std::time::Duration::from_millis(50);
-        let grpc = TcpListener::bind(loopback).await.unwrap();
-        let admin = TcpListener::bind(loopback).await.unwrap();
-        let grpc_addr = grpc.local_addr().unwrap();
-        let admin_addr = admin.local_addr().unwrap();
-        let (stop, stopped) = oneshot::channel::<()>();
-        let server = tokio::spawn(server::run(
-            grpc,
-            admin,
-            Arc::clone(&state),
-            options,
-            async move {
-                let _ = stopped.await;
-                watcher.abort();
-            },
-        ));
+        let options = StartOptions {
+            drain_delay: Some(std::time::Duration::from_millis(50)),
+            ..StartOptions::default()
+        };
+        let running = app::start(config, options).await.unwrap();
+        let grpc_addr = running.grpc_addr;
         // Lazy: in mtls mode this plaintext channel is never usable.
         let channel = Channel::from_shared(format!("http://{grpc_addr}"))
             .unwrap()
@@ -108,24 +93,25 @@ impl TestEnv {
         Self {
             sandbox,
             grpc_addr,
-            admin_addr,
-            state,
-            config,
+            admin_addr: running.admin_addr,
+            state: Arc::clone(&running.state),
             share_client: ShareServiceClient::new(channel.clone()),
             import_client: ImportServiceClient::new(channel.clone()),
             channel,
             http: reqwest::Client::new(),
-            stop: Some(stop),
-            server: Some(server),
+            running: Some(running),
         }
     }
 
-    /// Starts the drain; returns the server task to await.
-    pub fn begin_shutdown(&mut self) -> JoinHandle<Result<(), server::ServeError>> {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        self.server.take().expect("server already stopped")
+    /// The running gateway (to reload it, or read its config).
+    pub fn gateway(&self) -> &Running {
+        self.running.as_ref().expect("gateway already stopped")
+    }
+
+    /// Starts the drain now; returns the task to await for its end.
+    pub fn begin_shutdown(&mut self) -> JoinHandle<Result<(), ServeError>> {
+        let running = self.running.take().expect("gateway already stopped");
+        tokio::spawn(running.shutdown())
     }
 
     /// A fresh session in `app` ("service-x"/"service-y") with fixtures.

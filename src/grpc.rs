@@ -1,7 +1,10 @@
 //! The gRPC server: both services behind the admission layers, health and
-//! reflection beside them, and the shutdown sequence (health NOT_SERVING,
-//! a pause so load balancers notice, stop accepting, drain in-flight calls
-//! and detached imports under a grace period).
+//! reflection beside them, and the drain (health NOT_SERVING, a pause so
+//! load balancers notice, stop accepting, finish in-flight calls and
+//! detached imports under the grace period).
+//!
+//! [`serve`] runs on a listener the caller bound; [`crate::app::start`]
+//! binds it, starts the admin port beside it and owns the shutdown signal.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -17,7 +20,6 @@ use tonic::transport::server::TcpIncoming;
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
-use crate::admin::{self, AdminState};
 use crate::limits::Shed;
 use crate::proto::import_service_server::ImportServiceServer;
 use crate::proto::share_service_server::ShareServiceServer;
@@ -57,27 +59,23 @@ pub enum ServeError {
     /// Reflection could not load the descriptors (a build problem).
     #[error("gRPC reflection failed to start: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
+    /// The task running the server panicked or was cancelled.
+    #[error("gRPC server task failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
 }
 
-/// Serves until `shutdown` resolves, then drains. Returns once everything
-/// has finished or the grace period is over.
-pub async fn run(
-    grpc_listener: TcpListener,
-    admin_listener: TcpListener,
+/// Serves on `listener` until `shutdown` resolves, then drains. `ready` is
+/// set once the services are up and cleared when the drain begins (the
+/// admin port's `/readyz`). Returns once everything has finished or the
+/// grace period is over.
+pub async fn serve(
+    listener: TcpListener,
     state: Arc<AppState>,
     options: ServeOptions,
+    ready: Arc<AtomicBool>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
     let (reporter, health_service) = tonic_health::server::health_reporter();
-    let ready = Arc::new(AtomicBool::new(false));
-    let (admin_stop, admin_stopped) = tokio::sync::oneshot::channel::<()>();
-    let admin_state = AdminState {
-        metrics: state.metrics.clone(),
-        ready: Arc::clone(&ready),
-    };
-    let admin_task = tokio::spawn(admin::serve(admin_listener, admin_state, async {
-        let _ = admin_stopped.await;
-    }));
 
     let reflection_v1 = reflection().build_v1()?;
     let reflection_v1alpha = reflection().build_v1alpha()?;
@@ -88,7 +86,7 @@ pub async fn run(
     // The server's own TCP options apply only to listeners it binds:
     // without nodelay, small unary answers wait out Nagle + delayed ACK.
     let listener = Listener::new(
-        TcpIncoming::from(grpc_listener)
+        TcpIncoming::from(listener)
             .with_nodelay(Some(true))
             .with_keepalive(Some(Duration::from_secs(60))),
     );
@@ -114,17 +112,6 @@ pub async fn run(
         accepting.close();
         let _ = drain_started.send(began);
     };
-
-    // Each configured tenant's key reload failures are exported at 0 from
-    // the start (the rate-limit layer does the same for its counter).
-    for tenant in state.settings().tenants.iter() {
-        let _ = state
-            .metrics
-            .key_reload_failures
-            .get_or_create(&crate::metrics::TenantLabels {
-                tenant: tenant.id.clone(),
-            });
-    }
 
     let layers = tower::ServiceBuilder::new()
         // Outermost: a tenant over its rate is refused before it takes a
@@ -199,13 +186,6 @@ pub async fn run(
             "grace period over: abandoning detached upstream calls"
         );
     }
-    let _ = admin_stop.send(());
-    match admin_task.await {
-        Ok(Err(err)) => tracing::warn!(error = %err, "admin server failed"),
-        Err(err) => tracing::warn!(error = %err, "admin server task failed"),
-        Ok(Ok(())) => {}
-    }
-    tracing::info!("shutdown complete");
     Ok(())
 }
 

@@ -1,6 +1,8 @@
-//! The admin HTTP port: `/healthz` (the process is up), `/readyz` (serving
-//! and not draining; never tied to Didit, so a Didit outage cannot make
-//! every pod unready at once) and `/metrics` (Prometheus text).
+//! The admin HTTP port (`server.admin_listen`): `/healthz` (the process is
+//! up), `/readyz` (serving and not draining; never tied to Didit, so a
+//! Didit outage cannot make every pod unready at once) and `/metrics`
+//! (Prometheus text). [`crate::app::start`] runs it beside the gRPC server
+//! and closes it after the drain.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -1,0 +1,119 @@
+//! From a validated [`Config`] to the pieces that serve it: tenants with
+//! their keys, the caller policy, the upstream client, the core, the
+//! admission limits and the gRPC server's options (TLS in mtls mode).
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tonic::transport::{Certificate, Identity, ServerTlsConfig};
+
+use super::StartError;
+use crate::config::{AuthConfig, Config, ConfigError};
+use crate::didit::DiditClient;
+use crate::gateway::Gateway;
+use crate::grpc::ServeOptions;
+use crate::limits::TenantRate;
+use crate::metrics::Metrics;
+use crate::service::{AppState, Settings};
+use crate::tenant::Tenants;
+
+/// The longest pause between NOT_SERVING and closing the listener.
+const MAX_DRAIN_DELAY: Duration = Duration::from_secs(1);
+
+/// The shared state and the gRPC server's options for `config`.
+pub(super) fn state(
+    config: &Config,
+    metrics: Metrics,
+    drain_delay: Option<Duration>,
+) -> Result<(Arc<AppState>, ServeOptions), StartError> {
+    let settings = settings(config)?;
+    let client = DiditClient::new(config.upstream.clone(), metrics.clone())?;
+    let gateway = Gateway::new(client, config.replay, metrics.clone());
+    let grace = config.server.shutdown_grace;
+    let options = ServeOptions {
+        max_concurrent_requests: config.server.max_concurrent_requests,
+        shutdown_grace: grace,
+        drain_delay: drain_delay.unwrap_or_else(|| MAX_DRAIN_DELAY.min(grace / 4)),
+        tls: server_tls(config)?,
+    };
+    let tenant_rate = TenantRate::new(tenant_limits(config), metrics.clone());
+    Ok((
+        Arc::new(AppState::new(gateway, metrics, settings, tenant_rate)),
+        options,
+    ))
+}
+
+/// Each tenant's calls per minute.
+pub(super) fn tenant_limits(config: &Config) -> Vec<(String, u32)> {
+    config
+        .tenants
+        .iter()
+        .map(|t| (t.id.clone(), t.rate_limit_per_minute))
+        .collect()
+}
+
+/// Tenants (keys read now) and caller policy of `config`: what a reload
+/// replaces.
+pub(super) fn settings(config: &Config) -> Result<Settings, ConfigError> {
+    Ok(Settings {
+        tenants: Tenants::new(config.build_tenants()?),
+        auth: config.auth.policy(),
+    })
+}
+
+/// The server's TLS settings in mtls mode: our certificate, and client
+/// certificates required from the configured CA.
+fn server_tls(config: &Config) -> Result<Option<ServerTlsConfig>, ConfigError> {
+    let AuthConfig::Mtls {
+        server_cert_file,
+        server_key_file,
+        client_ca_file,
+    } = &config.auth
+    else {
+        return Ok(None);
+    };
+    let read = |key: &str, path: &Path| {
+        std::fs::read(path).map_err(|e| ConfigError {
+            file: config.source.clone(),
+            key: key.to_owned(),
+            problem: format!("cannot read {}: {e}", path.display()),
+        })
+    };
+    let identity = Identity::from_pem(
+        read("auth.server_cert_file", server_cert_file)?,
+        read("auth.server_key_file", server_key_file)?,
+    );
+    let ca = Certificate::from_pem(read("auth.client_ca_file", client_ca_file)?);
+    Ok(Some(
+        ServerTlsConfig::new().identity(identity).client_ca_root(ca),
+    ))
+}
+
+/// The `--sandbox` configuration: one tenant per demo application of the
+/// in-process sandbox (`service-x`, `service-y`, `service-z`), named after
+/// it, wired to the sandbox at `base_url`; only with the `sandbox` feature,
+/// callers not authenticated (a local demo), every section at its defaults.
+#[cfg(feature = "sandbox")]
+pub fn sandbox_config(base_url: &str) -> Config {
+    use crate::config::{KeySource, ReplayConfig, ServerConfig, TenantConfig, UpstreamConfig};
+    use crate::tenant::ApiKey;
+    let tenants = didit_sandbox::demo_applications()
+        .into_iter()
+        .map(|app| TenantConfig {
+            id: app.name,
+            application_id: app.application_id,
+            key_source: KeySource::Inline(ApiKey::new(app.api_key)),
+            allowed_callers: vec!["*".into()],
+            rate_limit_per_minute: TenantConfig::DEFAULT_RATE_LIMIT_PER_MINUTE,
+        })
+        .collect();
+    Config {
+        source: "<sandbox>".into(),
+        server: ServerConfig::default(),
+        upstream: UpstreamConfig::at(base_url),
+        replay: ReplayConfig::default(),
+        auth: AuthConfig::None,
+        tenants,
+    }
+}
