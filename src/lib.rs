@@ -13,6 +13,7 @@
 //! - [`gateway`]: the core: share and import with de-duplication and replay.
 //! - [`coalesce`]: in-flight de-duplication of identical calls.
 //! - [`replay`]: the bounded store of successful imports.
+//! - [`state`]: shared state (memory or Redis): replay records, leases, budgets.
 //! - [`didit`]: the upstream REST client, retries, error classification.
 //! - [`error`]: the gateway's error enum and its one mapping to `tonic::Status`.
 //! - [`convert`]: proto validation and mapping.
@@ -45,6 +46,7 @@ pub mod secrets;
 pub mod server;
 pub mod service;
 pub mod session;
+pub mod state;
 pub mod telemetry;
 pub mod tenant;
 
