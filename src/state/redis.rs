@@ -8,6 +8,7 @@
 //! shares one hash tag ([`super::keys`]) so a cluster's slots line up.
 
 mod background;
+mod connect;
 mod scripts;
 
 use std::future::Future;
@@ -15,8 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use secrecy::ExposeSecret as _;
+use redis::aio::ConnectionManager;
 use tokio::sync::watch;
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
@@ -28,6 +28,7 @@ use super::wait::{self, Probe, Waiters};
 use super::{
     Budget, Charge, Health, ImportId, InDoubt, LeaseOwner, RedisSettings, StateError, WaitOutcome,
 };
+use connect::describe;
 use scripts::Scripts;
 
 /// The Redis store; clones share one connection and its background tasks,
@@ -57,11 +58,6 @@ impl Drop for Inner {
     }
 }
 
-/// A Redis error as a log-safe line (never the URL).
-fn describe(err: &redis::RedisError) -> String {
-    format!("{:?}: {err}", err.kind())
-}
-
 /// Milliseconds for PX/PEXPIRE: at least 1.
 fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)
@@ -79,17 +75,8 @@ impl RedisStore {
     /// A store for `settings`. Connects lazily: it starts even while Redis
     /// is down (health then says so). Must be called inside a Tokio runtime.
     pub async fn connect(settings: &RedisSettings) -> Result<Self, StateError> {
-        crate::install_crypto_provider();
-        let client = redis::Client::open(settings.url.expose_secret())
-            .map_err(|_| StateError::Unavailable("the Redis URL is not usable".into()))?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(settings.connect_timeout))
-            .set_response_timeout(Some(settings.response_timeout))
-            .set_number_of_retries(1)
-            .set_min_delay(Duration::from_millis(50))
-            .set_max_delay(Duration::from_secs(1));
-        let conn = ConnectionManager::new_lazy_with_config(client.clone(), config)
-            .map_err(|e| StateError::Unavailable(describe(&e)))?;
+        let client = connect::client(settings)?;
+        let conn = connect::manager(&client, settings)?;
         let keys = Keys::new(&settings.key_prefix);
         let waiters = Waiters::default();
         let health = HealthSignal::new(Health::Unavailable);

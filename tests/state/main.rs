@@ -3,8 +3,10 @@
 //! Redis has: sealing at rest, outages and recovery.
 
 mod behaviour;
+mod config;
 mod redis_only;
 mod server;
+mod tls;
 
 use std::time::Duration;
 

@@ -16,12 +16,24 @@ pub struct RedisServer {
     child: Option<Child>,
     port: u16,
     dir: tempfile::TempDir,
+    /// TLS only (`--port 0 --tls-port PORT` and these files): (cert, key, CA).
+    tls: Option<(PathBuf, PathBuf, PathBuf)>,
 }
 
 impl RedisServer {
     /// Starts a server, or returns `None` (after saying so once) when
     /// `redis-server` is not installed and `CI` is unset.
     pub fn start() -> Option<Self> {
+        Self::start_with(None)
+    }
+
+    /// Starts a TLS-only server with `cert`, `key` (PEM) and `ca` (PEM, for
+    /// client certificates, which are not required).
+    pub fn start_tls(cert: PathBuf, key: PathBuf, ca: PathBuf) -> Option<Self> {
+        Self::start_with(Some((cert, key, ca)))
+    }
+
+    fn start_with(tls: Option<(PathBuf, PathBuf, PathBuf)>) -> Option<Self> {
         if !installed() {
             assert!(
                 std::env::var_os("CI").is_none(),
@@ -45,6 +57,7 @@ impl RedisServer {
                 child: None,
                 port,
                 dir: tempfile::tempdir().expect("temp dir"),
+                tls: tls.clone(),
             };
             if server.launch() {
                 return Some(server);
@@ -53,9 +66,12 @@ impl RedisServer {
         panic!("redis-server did not start on a free port in 5 tries");
     }
 
-    /// `redis://127.0.0.1:PORT/`.
+    /// `redis://127.0.0.1:PORT/`, or `rediss://localhost:PORT/` with TLS.
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/", self.port)
+        match self.tls {
+            None => format!("redis://127.0.0.1:{}/", self.port),
+            Some(_) => format!("rediss://localhost:{}/", self.port),
+        }
     }
 
     /// The directory `SAVE` writes `dump.rdb` to.
@@ -79,8 +95,20 @@ impl RedisServer {
 
     /// Spawns the server and waits (at most 10 s) until it answers PING.
     fn launch(&mut self) -> bool {
-        let child = Command::new("redis-server")
-            .args(["--port", &self.port.to_string()])
+        let mut command = Command::new("redis-server");
+        match &self.tls {
+            None => command.args(["--port", &self.port.to_string()]),
+            Some((cert, key, ca)) => command
+                .args(["--port", "0", "--tls-port", &self.port.to_string()])
+                .arg("--tls-cert-file")
+                .arg(cert)
+                .arg("--tls-key-file")
+                .arg(key)
+                .arg("--tls-ca-cert-file")
+                .arg(ca)
+                .args(["--tls-auth-clients", "no"]),
+        };
+        let child = command
             .args(["--bind", "127.0.0.1"])
             .args(["--save", ""])
             .args(["--appendonly", "no"])
@@ -102,7 +130,12 @@ impl RedisServer {
                 self.child = None;
                 return false;
             }
-            if ping(self.port) {
+            let ready = match self.tls {
+                None => ping(self.port),
+                // Listening is all a plain socket can tell of a TLS server.
+                Some(_) => TcpStream::connect(("127.0.0.1", self.port)).is_ok(),
+            };
+            if ready {
                 return true;
             }
             std::thread::sleep(Duration::from_millis(20));

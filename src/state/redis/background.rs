@@ -26,7 +26,7 @@ pub(super) async fn check_health(
         let ping = redis::cmd("PING");
         match tokio::time::timeout(timeout, ping.query_async::<String>(&mut conn)).await {
             Ok(Ok(_)) => health.up(),
-            Ok(Err(err)) => health.down(&super::describe(&err)),
+            Ok(Err(err)) => health.down(&super::connect::describe(&err)),
             Err(_) => health.down(&format!("no answer to PING within {timeout:?}")),
         }
     }
@@ -67,12 +67,12 @@ async fn subscribe(
     let connect = client.get_async_pubsub();
     let mut pubsub = match tokio::time::timeout(timeout, connect).await {
         Ok(Ok(pubsub)) => pubsub,
-        Ok(Err(err)) => return Err(super::describe(&err)),
+        Ok(Err(err)) => return Err(super::connect::describe(&err)),
         Err(_) => return Err(format!("no connection within {timeout:?}")),
     };
     match tokio::time::timeout(timeout, pubsub.psubscribe(pattern)).await {
         Ok(Ok(())) => Ok(pubsub),
-        Ok(Err(err)) => Err(super::describe(&err)),
+        Ok(Err(err)) => Err(super::connect::describe(&err)),
         Err(_) => Err(format!("no answer to PSUBSCRIBE within {timeout:?}")),
     }
 }
