@@ -15,6 +15,7 @@
 //! - [`gateway`]: the core: share and import with de-duplication and replay.
 //! - [`coalesce`]: in-flight de-duplication of identical calls.
 //! - [`replay`]: the bounded store of successful imports.
+//! - [`state`]: shared state (memory or Redis): replay records, leases, budgets.
 //! - [`didit`]: the upstream REST API: one file per endpoint (`share`,
 //!   `import`) over the `transport` (HTTP client, retries, classification).
 //! - [`error`]: the gateway's error enum and its one mapping to `tonic::Status`.
@@ -52,6 +53,7 @@ pub mod secrets;
 pub mod service;
 pub mod session;
 pub mod share_token;
+pub mod state;
 pub mod telemetry;
 pub mod tenant;
 pub mod webhooks;

@@ -1,0 +1,385 @@
+//! The Redis backend: every replica's one truth. Records and in-doubt
+//! marks are sealed ([`super::seal`]); leases, budgets and pauses are
+//! atomic commands or Lua scripts ([`scripts`]) using Redis `TIME`. Every
+//! operation is bounded by `response_timeout` (including waiting for a
+//! reconnect) and fails as [`StateError::Unavailable`]; the connection
+//! manager reconnects on its own. Works with `redis://` and `rediss://`
+//! (rustls, with the process's ring provider); every per-import key
+//! shares one hash tag ([`super::keys`]) so a cluster's slots line up.
+
+mod background;
+mod connect;
+mod scripts;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use redis::aio::ConnectionManager;
+use tokio::sync::watch;
+use tokio::task::AbortHandle;
+use tokio::time::Instant;
+
+use super::health::HealthSignal;
+use super::keys::Keys;
+use super::seal::Sealer;
+use super::wait::{self, Probe, Waiters};
+use super::{
+    Budget, Charge, Health, ImportId, InDoubt, LeaseOwner, RedisSettings, StateError, WaitOutcome,
+};
+use connect::describe;
+use scripts::Scripts;
+
+/// The Redis store; clones share one connection and its background tasks,
+/// which stop when the last clone is dropped.
+#[derive(Clone)]
+pub struct RedisStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    conn: ConnectionManager,
+    keys: Keys,
+    sealer: Sealer,
+    timeout: Duration,
+    poll_interval: Duration,
+    waiters: Waiters,
+    health: HealthSignal,
+    scripts: Scripts,
+    background: Vec<AbortHandle>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        for task in &self.background {
+            task.abort();
+        }
+    }
+}
+
+/// Milliseconds for PX/PEXPIRE: at least 1.
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)
+}
+
+fn micros(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
+}
+
+fn from_micros(us: i64) -> Duration {
+    Duration::from_micros(u64::try_from(us).unwrap_or(0))
+}
+
+impl RedisStore {
+    /// A store for `settings`. Connects lazily: it starts even while Redis
+    /// is down (health then says so). Must be called inside a Tokio runtime.
+    pub async fn connect(settings: &RedisSettings) -> Result<Self, StateError> {
+        let client = connect::client(settings)?;
+        let conn = connect::manager(&client, settings)?;
+        let keys = Keys::new(&settings.key_prefix);
+        let waiters = Waiters::default();
+        let health = HealthSignal::new(Health::Unavailable);
+        let background = vec![
+            tokio::spawn(background::check_health(
+                conn.clone(),
+                health.clone(),
+                settings.health_check_interval,
+                settings.response_timeout,
+            ))
+            .abort_handle(),
+            tokio::spawn(background::listen(
+                client,
+                keys.done_pattern(),
+                waiters.clone(),
+                settings.poll_interval,
+                settings.connect_timeout.max(settings.response_timeout),
+            ))
+            .abort_handle(),
+        ];
+        Ok(Self {
+            inner: Arc::new(Inner {
+                conn,
+                keys,
+                sealer: Sealer::new(&settings.encryption_key),
+                timeout: settings.response_timeout,
+                poll_interval: settings.poll_interval,
+                waiters,
+                health,
+                scripts: Scripts::new(),
+                background,
+            }),
+        })
+    }
+
+    /// Runs one operation under the timeout; connection failures and
+    /// timeouts mark the store unavailable.
+    async fn run<T>(
+        &self,
+        what: &str,
+        op: impl Future<Output = redis::RedisResult<T>>,
+    ) -> Result<T, StateError> {
+        match tokio::time::timeout(self.inner.timeout, op).await {
+            Ok(Ok(value)) => {
+                self.inner.health.up();
+                Ok(value)
+            }
+            Ok(Err(err)) => {
+                let problem = format!("{what}: {}", describe(&err));
+                if err.is_io_error()
+                    || err.is_connection_dropped()
+                    || err.is_connection_refusal()
+                    || err.is_timeout()
+                {
+                    self.inner.health.down(&problem);
+                }
+                Err(StateError::Unavailable(problem))
+            }
+            Err(_) => {
+                let problem = format!("{what}: no answer within {:?}", self.inner.timeout);
+                self.inner.health.down(&problem);
+                Err(StateError::Unavailable(problem))
+            }
+        }
+    }
+
+    fn conn(&self) -> ConnectionManager {
+        self.inner.conn.clone()
+    }
+
+    /// The stored record, if any.
+    pub async fn get_record(&self, id: &ImportId) -> Result<Option<Bytes>, StateError> {
+        let key = self.inner.keys.record(id);
+        let mut conn = self.conn();
+        let sealed: Option<Vec<u8>> = self
+            .run(
+                "GET record",
+                redis::cmd("GET").arg(&key).query_async(&mut conn),
+            )
+            .await?;
+        sealed
+            .map(|s| self.inner.sealer.open(&key, &s).map(Bytes::from))
+            .transpose()
+    }
+
+    /// Stores a sealed record for `ttl`, clears the in-doubt mark and
+    /// announces it, in one transaction.
+    pub async fn put_record(
+        &self,
+        id: &ImportId,
+        record: &[u8],
+        ttl: Duration,
+    ) -> Result<(), StateError> {
+        let key = self.inner.keys.record(id);
+        let sealed = self.inner.sealer.seal(&key, record)?;
+        let mut pipe = redis::pipe();
+        pipe.atomic()
+            .cmd("SET")
+            .arg(&key)
+            .arg(sealed)
+            .arg("PX")
+            .arg(millis(ttl))
+            .ignore()
+            .cmd("DEL")
+            .arg(self.inner.keys.in_doubt(id))
+            .ignore()
+            .cmd("PUBLISH")
+            .arg(self.inner.keys.done_channel(id))
+            .arg("record")
+            .ignore();
+        let mut conn = self.conn();
+        self.run("store record", pipe.query_async::<()>(&mut conn))
+            .await
+    }
+
+    /// Takes the lease (`SET NX PX`) if nobody holds it.
+    pub async fn try_lease(
+        &self,
+        id: &ImportId,
+        owner: &LeaseOwner,
+        ttl: Duration,
+    ) -> Result<bool, StateError> {
+        let mut conn = self.conn();
+        let set: Option<String> = self
+            .run(
+                "SET NX lease",
+                redis::cmd("SET")
+                    .arg(self.inner.keys.lease(id))
+                    .arg(owner.as_str())
+                    .arg("NX")
+                    .arg("PX")
+                    .arg(millis(ttl))
+                    .query_async(&mut conn),
+            )
+            .await?;
+        Ok(set.is_some())
+    }
+
+    /// Extends `owner`'s lease to `ttl` from now (compare-and-pexpire).
+    pub async fn extend_lease(
+        &self,
+        id: &ImportId,
+        owner: &LeaseOwner,
+        ttl: Duration,
+    ) -> Result<bool, StateError> {
+        let mut conn = self.conn();
+        let mut call = self.inner.scripts.extend.key(self.inner.keys.lease(id));
+        call.arg(owner.as_str()).arg(millis(ttl));
+        let extended: i64 = self
+            .run("extend lease", call.invoke_async(&mut conn))
+            .await?;
+        Ok(extended == 1)
+    }
+
+    /// Releases `owner`'s lease (compare-and-delete) and announces it.
+    pub async fn release_lease(
+        &self,
+        id: &ImportId,
+        owner: &LeaseOwner,
+    ) -> Result<bool, StateError> {
+        let mut conn = self.conn();
+        let mut call = self.inner.scripts.release.key(self.inner.keys.lease(id));
+        call.arg(owner.as_str())
+            .arg(self.inner.keys.done_channel(id));
+        let released: i64 = self
+            .run("release lease", call.invoke_async(&mut conn))
+            .await?;
+        Ok(released == 1)
+    }
+
+    /// Waits until the record is stored, the lease is gone, or `deadline`:
+    /// woken by the import's channel, polling every `poll_interval`.
+    pub async fn wait_for_record(
+        &self,
+        id: &ImportId,
+        deadline: Instant,
+    ) -> Result<WaitOutcome, StateError> {
+        let record_key = self.inner.keys.record(id);
+        let lease_key = self.inner.keys.lease(id);
+        let channel = self.inner.keys.done_channel(id);
+        let inner = &self.inner;
+        wait::wait_for(
+            &inner.waiters,
+            &channel,
+            deadline,
+            inner.poll_interval,
+            || async {
+                let mut conn = self.conn();
+                // One MGET: both keys share a slot, so the read is atomic.
+                let (record, lease): (Option<Vec<u8>>, Option<Vec<u8>>) = self
+                    .run(
+                        "MGET record lease",
+                        redis::cmd("MGET")
+                            .arg(&record_key)
+                            .arg(&lease_key)
+                            .query_async(&mut conn),
+                    )
+                    .await?;
+                Ok(match (record, lease) {
+                    (Some(sealed), _) => {
+                        Probe::Record(Bytes::from(inner.sealer.open(&record_key, &sealed)?))
+                    }
+                    (None, Some(_)) => Probe::Leased,
+                    (None, None) => Probe::Free,
+                })
+            },
+        )
+        .await
+    }
+
+    /// Marks an import as sent and not yet answered (sealed), for `ttl`.
+    pub async fn mark_in_doubt(
+        &self,
+        id: &ImportId,
+        mark: &InDoubt,
+        ttl: Duration,
+    ) -> Result<(), StateError> {
+        let key = self.inner.keys.in_doubt(id);
+        let sealed = self.inner.sealer.seal(&key, &mark.encode()?)?;
+        let mut conn = self.conn();
+        self.run(
+            "SET in-doubt",
+            redis::cmd("SET")
+                .arg(&key)
+                .arg(sealed)
+                .arg("PX")
+                .arg(millis(ttl))
+                .query_async::<()>(&mut conn),
+        )
+        .await
+    }
+
+    /// The in-doubt mark, if any.
+    pub async fn in_doubt(&self, id: &ImportId) -> Result<Option<InDoubt>, StateError> {
+        let key = self.inner.keys.in_doubt(id);
+        let mut conn = self.conn();
+        let sealed: Option<Vec<u8>> = self
+            .run(
+                "GET in-doubt",
+                redis::cmd("GET").arg(&key).query_async(&mut conn),
+            )
+            .await?;
+        sealed
+            .map(|s| InDoubt::decode(&self.inner.sealer.open(&key, &s)?))
+            .transpose()
+    }
+
+    /// Clears the in-doubt mark.
+    pub async fn clear_in_doubt(&self, id: &ImportId) -> Result<(), StateError> {
+        let mut conn = self.conn();
+        self.run(
+            "DEL in-doubt",
+            redis::cmd("DEL")
+                .arg(self.inner.keys.in_doubt(id))
+                .query_async::<()>(&mut conn),
+        )
+        .await
+    }
+
+    /// Charges one call to `tenant`'s deployment-wide budget (GCRA script).
+    pub async fn charge(
+        &self,
+        tenant: &str,
+        budget: Budget,
+        max_wait: Duration,
+    ) -> Result<Charge, StateError> {
+        let mut conn = self.conn();
+        let mut call = self
+            .inner
+            .scripts
+            .charge
+            .key(self.inner.keys.budget(tenant));
+        call.key(self.inner.keys.pause(tenant))
+            .arg(micros(budget.emission_interval()))
+            .arg(micros(budget.tolerance()))
+            .arg(micros(max_wait));
+        let (charged, wait_us): (i64, i64) = self
+            .run("charge budget", call.invoke_async(&mut conn))
+            .await?;
+        let wait = from_micros(wait_us);
+        Ok(match (charged, wait.is_zero()) {
+            (1, true) => Charge::Now,
+            (1, false) => Charge::After(wait),
+            _ => Charge::Refused { retry_after: wait },
+        })
+    }
+
+    /// Pauses `tenant`'s budget on every replica for `duration` from now
+    /// (Redis time); a longer pause already in place stays.
+    pub async fn pause(&self, tenant: &str, duration: Duration) -> Result<(), StateError> {
+        if duration.is_zero() {
+            return Ok(());
+        }
+        let mut conn = self.conn();
+        let mut call = self.inner.scripts.pause.key(self.inner.keys.pause(tenant));
+        call.arg(micros(duration));
+        self.run("pause budget", call.invoke_async::<i64>(&mut conn))
+            .await
+            .map(drop)
+    }
+
+    /// Available / unavailable, with every transition.
+    pub fn health(&self) -> watch::Receiver<Health> {
+        self.inner.health.subscribe()
+    }
+}

@@ -1,0 +1,375 @@
+//! What only the Redis backend has: values sealed at rest, the key layout
+//! with TTLs, pub/sub wake-ups, and behaviour through an outage.
+
+use std::time::{Duration, SystemTime};
+
+use base64::Engine as _;
+use didit_share_gateway::state::keys::Keys;
+use didit_share_gateway::state::{
+    Backend, Budget, EncryptionKey, Health, ImportId, InDoubt, LeaseOwner, RedisStore, StateConfig,
+    StateError, StateStore, WaitOutcome,
+};
+use redis::aio::MultiplexedConnection;
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use super::server::RedisServer;
+use super::{eventually, settings};
+
+const LONG: Duration = Duration::from_secs(60);
+
+async fn raw(server: &RedisServer) -> MultiplexedConnection {
+    redis::Client::open(server.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap()
+}
+
+/// Writes an RDB snapshot and reads it back.
+async fn save(conn: &mut MultiplexedConnection, server: &RedisServer) -> Vec<u8> {
+    redis::cmd("SAVE").query_async::<()>(conn).await.unwrap();
+    std::fs::read(server.dir().join("dump.rdb")).unwrap()
+}
+
+fn contains(haystack: &[u8], needle: &str) -> bool {
+    haystack
+        .windows(needle.len())
+        .any(|w| w == needle.as_bytes())
+}
+
+async fn until_health(health: &mut watch::Receiver<Health>, want: Health, bound: Duration) {
+    tokio::time::timeout(bound, health.wait_for(|h| *h == want))
+        .await
+        .unwrap_or_else(|_| panic!("health did not become {want:?} within {bound:?}"))
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_redis_dump_holds_no_readable_personal_data() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let secrets = tempfile::tempdir().unwrap();
+    let key_file = secrets.path().join("state-key");
+    std::fs::write(
+        &key_file,
+        base64::engine::general_purpose::STANDARD.encode(rand::random::<[u8; 32]>()),
+    )
+    .unwrap();
+    // Built the way the gateway builds it: from the [state] section.
+    let config = StateConfig {
+        backend: Backend::Redis,
+        redis_url: Some(server.url()),
+        encryption_key_file: Some(key_file),
+        key_prefix: "dump".into(),
+        ..StateConfig::default()
+    };
+    let store = StateStore::open(&config, 0).await.unwrap();
+    let (name, vendor) = ("Jane-Quixote-Doe-4711", "vendor-data-9f3b7c");
+    let record = format!("{{\"first_name\":\"{name}\",\"vendor_data\":\"{vendor}\"}}");
+    let id = ImportId::new("brand-a", [3; 32]);
+    store
+        .put_record(&id, record.as_bytes(), LONG)
+        .await
+        .unwrap();
+    let mark = InDoubt {
+        source_session_id: "s".into(),
+        workflow_id: "w".into(),
+        vendor_data: vendor.into(),
+        sent_at: SystemTime::now(),
+    };
+    store
+        .mark_in_doubt(&ImportId::new("brand-a", [4; 32]), &mark, LONG)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.get_record(&id).await.unwrap().as_deref(),
+        Some(record.as_bytes())
+    );
+
+    let mut conn = raw(&server).await;
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg("dump:*")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(keys.len(), 2, "{keys:?}");
+    for key in &keys {
+        let value: Vec<u8> = redis::cmd("GET")
+            .arg(key)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        let dump: Vec<u8> = redis::cmd("DUMP")
+            .arg(key)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        for bytes in [&value, &dump] {
+            assert!(
+                !contains(bytes, name) && !contains(bytes, vendor),
+                "{key} is readable"
+            );
+        }
+    }
+    redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("rdbcompression")
+        .arg("no")
+        .query_async::<()>(&mut conn)
+        .await
+        .unwrap();
+    let rdb = save(&mut conn, &server).await;
+    assert!(
+        !contains(&rdb, name) && !contains(&rdb, vendor),
+        "the RDB file is readable"
+    );
+    // The check can see plaintext: the same name stored in clear shows up.
+    redis::cmd("SET")
+        .arg("control")
+        .arg(name)
+        .query_async::<()>(&mut conn)
+        .await
+        .unwrap();
+    assert!(
+        contains(&save(&mut conn, &server).await, name),
+        "control value not found in RDB"
+    );
+}
+
+#[tokio::test]
+async fn a_value_opens_only_with_its_key_under_its_name() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let key = EncryptionKey::random();
+    let a = RedisStore::connect(&settings(&server, &key)).await.unwrap();
+    let other_key = RedisStore::connect(&settings(&server, &EncryptionKey::random()))
+        .await
+        .unwrap();
+    let (first, second) = (ImportId::new("t", [1; 32]), ImportId::new("t", [2; 32]));
+    a.put_record(&first, b"answer", LONG).await.unwrap();
+    assert!(matches!(
+        other_key.get_record(&first).await,
+        Err(StateError::Corrupt(_))
+    ));
+
+    // Moved to another key name: the associated data no longer matches.
+    let keys = Keys::new("test");
+    let mut conn = raw(&server).await;
+    let sealed: Vec<u8> = redis::cmd("GET")
+        .arg(keys.record(&first))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    redis::cmd("SET")
+        .arg(keys.record(&second))
+        .arg(sealed)
+        .query_async::<()>(&mut conn)
+        .await
+        .unwrap();
+    assert!(matches!(
+        a.get_record(&second).await,
+        Err(StateError::Corrupt(_))
+    ));
+    assert_eq!(
+        a.get_record(&first).await.unwrap().as_deref(),
+        Some(&b"answer"[..])
+    );
+
+    let mark = InDoubt {
+        source_session_id: "s".into(),
+        workflow_id: "w".into(),
+        vendor_data: "v".into(),
+        sent_at: SystemTime::now(),
+    };
+    a.mark_in_doubt(&first, &mark, LONG).await.unwrap();
+    assert!(matches!(
+        other_key.in_doubt(&first).await,
+        Err(StateError::Corrupt(_))
+    ));
+    assert_eq!(a.in_doubt(&first).await.unwrap(), Some(mark));
+}
+
+#[tokio::test]
+async fn keys_follow_the_documented_layout_and_expire() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let store = RedisStore::connect(&settings(&server, &EncryptionKey::random()))
+        .await
+        .unwrap();
+    let id = ImportId::new("brand-a", [0xab; 32]);
+    store
+        .put_record(&id, b"r", Duration::from_secs(600))
+        .await
+        .unwrap();
+    store
+        .mark_in_doubt(
+            &id,
+            &InDoubt {
+                source_session_id: "s".into(),
+                workflow_id: "w".into(),
+                vendor_data: "v".into(),
+                sent_at: SystemTime::now(),
+            },
+            Duration::from_secs(600),
+        )
+        .await
+        .unwrap();
+    assert!(
+        store
+            .try_lease(&id, &LeaseOwner::random(), Duration::from_secs(30))
+            .await
+            .unwrap()
+    );
+    store
+        .charge("brand-a", Budget::new(60, 5).unwrap(), Duration::ZERO)
+        .await
+        .unwrap();
+    store
+        .pause("brand-a", Duration::from_secs(20))
+        .await
+        .unwrap();
+
+    let tag = format!("{{brand-a:{}}}", "ab".repeat(32));
+    let want = [
+        (format!("test:record:{tag}"), 600_000),
+        (format!("test:indoubt:{tag}"), 600_000),
+        (format!("test:lease:{tag}"), 30_000),
+        ("test:budget:{brand-a}".to_owned(), 1_000),
+        ("test:pause:{brand-a}".to_owned(), 20_000),
+    ];
+    let mut conn = raw(&server).await;
+    let mut keys: Vec<String> = redis::cmd("KEYS")
+        .arg("test:*")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    keys.sort();
+    let mut names: Vec<String> = want.iter().map(|(k, _)| k.clone()).collect();
+    names.sort();
+    assert_eq!(keys, names);
+    for (key, max_ms) in want {
+        let ttl: i64 = redis::cmd("PTTL")
+            .arg(&key)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert!(ttl > 0 && ttl <= max_ms, "{key}: PTTL {ttl}");
+    }
+}
+
+#[tokio::test]
+async fn a_waiter_is_woken_by_the_notification_not_the_poll() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let key = EncryptionKey::random();
+    let a = RedisStore::connect(&settings(&server, &key)).await.unwrap();
+    let mut slow = settings(&server, &key);
+    slow.poll_interval = Duration::from_secs(60);
+    let b = RedisStore::connect(&slow).await.unwrap();
+    let conn = raw(&server).await;
+    eventually(Duration::from_secs(10), "both listeners subscribed", || {
+        let mut conn = conn.clone();
+        async move {
+            // NUMPAT counts distinct patterns; count subscribed clients.
+            let clients: String = redis::cmd("CLIENT")
+                .arg("LIST")
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+            clients.lines().filter(|l| l.contains(" psub=1 ")).count() >= 2
+        }
+    })
+    .await;
+    let id = ImportId::new("t", [5; 32]);
+    let owner = LeaseOwner::random();
+    assert!(a.try_lease(&id, &owner, LONG).await.unwrap());
+    let waiter = tokio::spawn(async move { b.wait_for_record(&id, Instant::now() + LONG).await });
+    // Let the waiter park after its first check.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    a.put_record(&ImportId::new("t", [5; 32]), b"done", LONG)
+        .await
+        .unwrap();
+    let outcome = tokio::time::timeout(Duration::from_secs(10), waiter)
+        .await
+        .expect("only a notification can wake it this soon")
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        outcome,
+        WaitOutcome::Record(bytes::Bytes::from_static(b"done"))
+    );
+}
+
+#[tokio::test]
+async fn an_outage_is_unavailable_within_the_timeout_and_heals_itself() {
+    let Some(mut server) = RedisServer::start() else {
+        return;
+    };
+    let settings = settings(&server, &EncryptionKey::random());
+    let store = StateStore::Redis(RedisStore::connect(&settings).await.unwrap());
+    let mut health = store.health();
+    until_health(&mut health, Health::Available, Duration::from_secs(10)).await;
+    let id = ImportId::new("t", [6; 32]);
+    let owner = LeaseOwner::random();
+    let budget = Budget::new(60, 5).unwrap();
+    store.put_record(&id, b"before", LONG).await.unwrap();
+
+    server.kill();
+    // Each call fails on its own, within the response timeout (plus
+    // scheduling slack on a loaded machine).
+    let bound = settings.response_timeout + Duration::from_secs(1);
+    macro_rules! unavailable_within_bound {
+        ($call:expr) => {{
+            let started = Instant::now();
+            let result = $call.await;
+            assert!(
+                matches!(result, Err(StateError::Unavailable(_))),
+                "{result:?}"
+            );
+            assert!(started.elapsed() < bound, "took {:?}", started.elapsed());
+        }};
+    }
+    unavailable_within_bound!(store.get_record(&id));
+    unavailable_within_bound!(store.try_lease(&id, &owner, LONG));
+    unavailable_within_bound!(store.charge("t", budget, Duration::ZERO));
+    unavailable_within_bound!(store.pause("t", Duration::from_secs(1)));
+    unavailable_within_bound!(store.wait_for_record(&id, Instant::now() + LONG));
+    until_health(&mut health, Health::Unavailable, Duration::from_secs(5)).await;
+
+    server.restart();
+    until_health(&mut health, Health::Available, Duration::from_secs(10)).await;
+    // A fresh server (no persistence): empty, and every operation works again.
+    assert_eq!(store.get_record(&id).await.unwrap(), None);
+    assert!(store.try_lease(&id, &owner, LONG).await.unwrap());
+    assert!(store.charge("t", budget, Duration::ZERO).await.is_ok());
+}
+
+#[tokio::test]
+async fn a_store_starts_while_redis_is_down_and_connects_when_it_comes_up() {
+    let Some(mut server) = RedisServer::start() else {
+        return;
+    };
+    server.kill();
+    let store = RedisStore::connect(&settings(&server, &EncryptionKey::random()))
+        .await
+        .unwrap();
+    let mut health = store.health();
+    assert_eq!(*health.borrow(), Health::Unavailable);
+    let id = ImportId::new("t", [7; 32]);
+    assert!(matches!(
+        store.get_record(&id).await,
+        Err(StateError::Unavailable(_))
+    ));
+    server.restart();
+    until_health(&mut health, Health::Available, Duration::from_secs(10)).await;
+    store.put_record(&id, b"after", LONG).await.unwrap();
+    assert_eq!(
+        store.get_record(&id).await.unwrap().as_deref(),
+        Some(&b"after"[..])
+    );
+}
