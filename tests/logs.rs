@@ -3,6 +3,7 @@
 //! key, share token or personal field may appear anywhere, and every
 //! per-call line names its request id, tenant, method, code and latency.
 
+#[path = "gateway/env.rs"]
 mod common;
 
 use std::io::Write;

@@ -2,12 +2,10 @@
 //! the call's `x-request-id`. The sandbox does not record request headers,
 //! so a small recording stand-in plays Didit here.
 
-mod common;
-
 use std::sync::{Arc, Mutex, PoisonError};
 
+use crate::env::{TestEnv, demo, reason, with_tenant};
 use axum::http::{HeaderMap, StatusCode};
-use common::{TestEnv, demo, reason, with_tenant};
 use didit_sandbox::SandboxConfig;
 use didit_share_gateway::proto::ShareSessionRequest;
 

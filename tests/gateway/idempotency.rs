@@ -2,11 +2,9 @@
 //! a retried import gets the same session back, and the replay store never
 //! crosses tenants, never stores errors, and forgets on time and on size.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{TestEnv, demo, error_metadata, metric_value, reason};
+use crate::env::{TestEnv, demo, error_metadata, metric_value, reason};
 use didit_sandbox::SandboxConfig;
 use serde_json::json;
 use tonic::Code;
@@ -40,7 +38,7 @@ async fn a_thousand_concurrent_identical_imports_reach_didit_once() {
             };
             let mut client = client;
             client
-                .import_shared_session(common::with_tenant("service-y", request))
+                .import_shared_session(crate::env::with_tenant("service-y", request))
                 .await
                 .map(|r| r.into_inner())
         }));
@@ -64,7 +62,7 @@ async fn a_caller_that_gives_up_mid_import_gets_the_stored_result_on_retry() {
     env.faults(json!({"latency_ms": 600, "endpoints": ["import"]}))
         .await;
 
-    let mut request = common::with_tenant(
+    let mut request = crate::env::with_tenant(
         "service-y",
         didit_share_gateway::proto::ImportSharedSessionRequest {
             share_token: token.clone(),

@@ -2,12 +2,10 @@
 //! lists, with the labels it documents, after driving the paths that feed
 //! them; and no secret in any label.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use common::{READ_ONLY_TENANT, TestEnv, demo, reason, with_tenant};
+use crate::env::{READ_ONLY_TENANT, TestEnv, demo, reason, with_tenant};
 use didit_sandbox::SandboxConfig;
 use didit_share_gateway::proto::ShareSessionRequest;
 use serde_json::json;

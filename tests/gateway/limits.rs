@@ -2,11 +2,9 @@
 //! (not queued), a tenant over its rate is told to back off before Didit
 //! answers 429, and oversized messages are refused before any upstream call.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::{TestEnv, demo, metric_value, reason, with_tenant};
+use crate::env::{TestEnv, demo, metric_value, reason, with_tenant};
 use didit_sandbox::{RateLimit, SandboxConfig};
 use didit_share_gateway::proto::ShareSessionRequest;
 use serde_json::json;

@@ -2,11 +2,9 @@
 //! service on the gRPC port, `/healthz` and `/readyz` on the admin port,
 //! from start-up through a drain.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{TestEnv, eventually};
+use crate::env::{TestEnv, eventually};
 use didit_sandbox::SandboxConfig;
 use serde_json::json;
 use tokio_stream::StreamExt as _;
@@ -70,7 +68,7 @@ async fn readiness_does_not_depend_on_didit() {
     let env = TestEnv::start(Default::default()).await;
     env.faults(json!({"error_rate": 1.0, "error_status": 503}))
         .await;
-    let y = common::demo("service-y").application_id.to_string();
+    let y = crate::env::demo("service-y").application_id.to_string();
     let session = env.create_session("service-x", "user", "Approved").await;
     let failed = env
         .share("service-x", &session, &y, None)
@@ -109,11 +107,11 @@ async fn a_drain_turns_every_status_not_serving_and_readyz_unavailable() {
     // A slow call keeps the drain going while we look.
     env.faults(json!({"latency_ms": 1500, "endpoints": ["share"]}))
         .await;
-    let y = common::demo("service-y").application_id.to_string();
+    let y = crate::env::demo("service-y").application_id.to_string();
     let session = env.create_session("service-x", "user", "Approved").await;
     let in_flight = {
         let client = env.share_client.clone();
-        let request = common::with_tenant(
+        let request = crate::env::with_tenant(
             "service-x",
             didit_share_gateway::proto::ShareSessionRequest {
                 session_id: session,

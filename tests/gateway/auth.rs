@@ -2,11 +2,9 @@
 //! certificates, mesh mode's x-forwarded-client-cert, key rotation under
 //! continuous calls, and config reloads that must not break a running gateway.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{TestEnv, demo, reason, with_tenant};
+use crate::env::{TestEnv, demo, reason, with_tenant};
 use didit_sandbox::SandboxConfig;
 use didit_share_gateway::config::{AuthConfig, Config, KeySource};
 use didit_share_gateway::proto::ShareSessionRequest;

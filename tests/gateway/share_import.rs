@@ -2,11 +2,9 @@
 //! service-y imports it, in both sandbox dialects, for KYC and KYB, for each
 //! finished status, with trust_review both ways.
 
-mod common;
-
 use std::collections::BTreeSet;
 
-use common::{DIALECTS, TestEnv, demo};
+use crate::env::{DIALECTS, TestEnv, demo};
 use didit_sandbox::{Sandbox, SandboxConfig, demo_applications};
 use didit_share_gateway::proto::{SessionKind, SessionStatus};
 use didit_share_gateway::service::checks::{KYB_CHECKS, KYC_CHECKS};

@@ -2,11 +2,9 @@
 //! request under it; the configured upstream timeout caps every attempt.
 //! The caller gets DEADLINE_EXCEEDED promptly, never a hang.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::{TestEnv, demo, metric_value, reason};
+use crate::env::{TestEnv, demo, metric_value, reason};
 use didit_sandbox::SandboxConfig;
 use didit_share_gateway::proto::{ImportSharedSessionRequest, ShareSessionRequest};
 use prost::Message;

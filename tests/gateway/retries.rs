@@ -3,11 +3,9 @@
 //! a request that never reached Didit. Every retry is bounded by the
 //! attempt limit, the caller's deadline and the retry budget.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::{TestEnv, demo, metric_value, reason};
+use crate::env::{TestEnv, demo, metric_value, reason};
 use didit_sandbox::SandboxConfig;
 use serde_json::json;
 use tonic::Code;

@@ -2,12 +2,10 @@
 //! config keeps the running one, SIGHUP with a good one adds a tenant,
 //! SIGTERM exits 0), and `Running::reload` naming what needs a restart.
 
-mod common;
-
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::{TestEnv, demo, free_port, reason, with_tenant};
+use crate::env::{TestEnv, demo, free_port, reason, with_tenant};
 use didit_sandbox::{Sandbox, SandboxConfig};
 use didit_share_gateway::proto::ShareSessionRequest;
 use didit_share_gateway::proto::share_service_client::ShareServiceClient;

@@ -1,9 +1,7 @@
 //! gRPC server reflection, v1 and v1alpha: `grpcurl` and friends list both
 //! services and fetch their descriptors without a copy of the proto.
 
-mod common;
-
-use common::TestEnv;
+use crate::env::TestEnv;
 use prost::Message as _;
 
 /// The services every reflection version must list.

@@ -2,12 +2,10 @@
 //! detached imports finish within the grace period, and the binary exits 0
 //! on SIGTERM and SIGINT.
 
-mod common;
-
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{TestEnv, demo, eventually, free_port, metric_value, with_tenant};
+use crate::env::{TestEnv, demo, eventually, free_port, metric_value, with_tenant};
 use didit_sandbox::SandboxConfig;
 use didit_share_gateway::proto::ShareSessionRequest;
 use serde_json::json;

@@ -2,9 +2,7 @@
 //! ErrorInfo reason, in both sandbox dialects; invalid requests never reach
 //! Didit.
 
-mod common;
-
-use common::{DIALECTS, READ_ONLY_TENANT, TestEnv, demo, error_metadata, reason, with_tenant};
+use crate::env::{DIALECTS, READ_ONLY_TENANT, TestEnv, demo, error_metadata, reason, with_tenant};
 use didit_sandbox::SandboxConfig;
 use didit_share_gateway::config::{KeySource, TenantConfig};
 use didit_share_gateway::proto::ShareSessionRequest;
