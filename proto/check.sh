@@ -15,7 +15,8 @@
 #
 # buf comes from npm (@bufbuild/buf ships the binary), installed quietly
 # into BUF_HOME (default target/tools/buf-VERSION) and reused while the
-# version matches. Needs node and npm; no root, no network but npm.
+# version matches. Needs node and npm (installed from Debian when missing
+# and running as root); no network but the package registries.
 # Prints one line per check and exits 1 if any failed.
 set -euo pipefail
 
@@ -49,10 +50,18 @@ install_buf() {
   if [ -x "$bin" ] && [ "$("$bin" --version 2>/dev/null)" = "$buf_version" ]; then
     return
   fi
-  command -v npm >/dev/null || {
-    echo "proto/check.sh: npm not found (apt-get install nodejs npm)" >&2
-    exit 1
-  }
+  if ! command -v npm >/dev/null; then
+    if [ "$(id -u)" != 0 ]; then
+      echo "proto/check.sh: npm not found (apt-get install nodejs npm)" >&2
+      exit 1
+    fi
+    if ! { apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+      apt-get install -y -qq --no-install-recommends nodejs npm; } >"$work/apt.log" 2>&1; then
+      cat "$work/apt.log" >&2
+      echo "proto/check.sh: installing nodejs and npm failed" >&2
+      exit 1
+    fi
+  fi
   rm -rf "$buf_home"
   mkdir -p "$buf_home"
   if ! npm install --silent --no-audit --no-fund --prefix "$buf_home" \
