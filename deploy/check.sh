@@ -28,8 +28,9 @@
 # with cargo), DEPLOY_TOOLS_DIR (default deploy/.tools), KUBE_VERSIONS
 # (default "1.30.0 1.37.0"), DEPLOY_BUILD_IMAGE=0 (skip the image build even
 # where a container engine answers), DEPLOY_REQUIRE_PINNED=1 (release
-# pipelines: base images must be pinned by digest). Prints one line per check; a failing check
-# prints its tool's output. Exits 1 if any check failed.
+# pipelines: base images must be pinned by digest). Prints one line per
+# check; a failing check prints its tool's output. Exits 1 if any check
+# failed.
 set -euo pipefail
 
 export DEBIAN_FRONTEND=noninteractive
@@ -230,14 +231,17 @@ done
 
 # Alert rules: the PrometheusRule's groups as promtool reads them, its unit
 # tests, and the metric names against what the gateway registers.
-promtool_rules() { "$promtool" check rules "$work/rules/prometheusrule.rules.yaml"; }
+rules=$work/rules
+promtool_rules() {
+  mkdir -p "$rules" &&
+    "$py" "$manifests" spec "$work/base.yaml" "$rules/prometheusrule.rules.yaml" &&
+    "$promtool" check rules "$rules/prometheusrule.rules.yaml"
+}
 promtool_tests() {
-  cp "$deploy/tools/prometheusrule.test.yaml" "$work/rules/" &&
-    "$promtool" test rules "$work/rules/prometheusrule.test.yaml"
+  cp "$deploy/tools/prometheusrule.test.yaml" "$rules/" &&
+    "$promtool" test rules "$rules/prometheusrule.test.yaml"
 }
 if [ -s "$work/base.yaml" ]; then
-  mkdir -p "$work/rules"
-  "$py" "$manifests" spec "$work/base.yaml" "$work/rules/prometheusrule.rules.yaml"
   check "promtool check rules (PrometheusRule)" promtool_rules
   check "promtool test rules (tools/prometheusrule.test.yaml)" promtool_tests
   check "alert rules and HPA use metrics src/ registers" \
@@ -252,7 +256,8 @@ csi=$deploy/kubernetes/examples/secrets-store-csi
 check "examples/secrets-store-csi: kubectl kustomize" render "$csi" "$work/csi.yaml"
 if [ -s "$work/csi.yaml" ]; then
   check "examples/secrets-store-csi: yamllint rendered" yaml_lint "$work/csi.yaml"
-  "$py" "$manifests" split "$work/csi.yaml" "$work/csi.core.yaml" "$work/csi.crd.json"
+  check "examples/secrets-store-csi: split" \
+    "$py" "$manifests" split "$work/csi.yaml" "$work/csi.core.yaml" "$work/csi.crd.json"
   check "examples/secrets-store-csi: kubernetes-validate ($kube_versions)" \
     kube_validate "$work/csi.core.yaml"
   check "examples/secrets-store-csi: crd-validate" \
