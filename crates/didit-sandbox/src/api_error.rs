@@ -20,7 +20,9 @@ const NO_PERMISSION: &str = "You do not have permission to perform this action."
 pub(crate) type FieldErrors = BTreeMap<String, Vec<String>>;
 
 /// Which v3 endpoint a request reached (stats, faults and auth differ).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub(crate) enum Endpoint {
     /// `POST /v3/session/{id}/share/`.
@@ -36,6 +38,18 @@ pub(crate) enum Endpoint {
 }
 
 impl Endpoint {
+    /// The name faults and stats use (`share`, `import`, `webhook`,
+    /// `list`, `decision`).
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Endpoint::Share => "share",
+            Endpoint::Import => "import",
+            Endpoint::Webhook => "webhook",
+            Endpoint::List => "list",
+            Endpoint::Decision => "decision",
+        }
+    }
+
     /// A GET: any key of the application may call it, and it counts
     /// against the read limit instead of the write limit.
     pub(crate) fn is_read(self) -> bool {

@@ -10,6 +10,7 @@ mod decision;
 mod faults;
 mod import;
 mod input;
+mod lost_answers;
 mod perf;
 mod ratelimit;
 mod sessions_list;
