@@ -15,3 +15,4 @@ mod perf;
 mod ratelimit;
 mod sessions_list;
 mod share;
+mod webhooks;
