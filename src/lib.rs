@@ -11,6 +11,7 @@
 //! - [`auth`]: caller identity (mtls, mesh XFCC, none) and `allowed_callers`.
 //! - [`secrets`]: API key files re-read on change.
 //! - [`session`]: the plain-Rust domain: share/import requests and results.
+//! - [`policy`]: partner policies (data-sharing agreements) for share and import.
 //! - [`share_token`]: reading a share token's claims (unverified) for policy and recovery.
 //! - [`gateway`]: the core: share and import with de-duplication and replay.
 //! - [`coalesce`]: in-flight de-duplication of identical calls.
@@ -47,6 +48,7 @@ pub mod gateway;
 pub mod grpc;
 pub mod limits;
 pub mod metrics;
+pub mod policy;
 pub mod proto;
 pub mod replay;
 pub mod secrets;

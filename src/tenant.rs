@@ -9,6 +9,7 @@ use secrecy::{ExposeSecret, SecretString};
 use uuid::Uuid;
 
 use crate::error::GatewayError;
+use crate::policy::PartnerPolicy;
 
 /// The metadata key callers name their tenant in.
 pub const TENANT_HEADER: &str = "x-tenant-id";
@@ -48,6 +49,9 @@ pub struct Tenant {
     pub allowed_callers: Vec<String>,
     /// Calls per minute this tenant may make through the gateway.
     pub rate_limit_per_minute: u32,
+    /// Its data-sharing agreements; swapped with the tenant on a reload, so
+    /// a call keeps the policy it started under.
+    pub policy: PartnerPolicy,
     /// The file the key is re-read from when it changes, if any.
     key_file: Option<std::path::PathBuf>,
     /// Whether the last reload of the key file failed (to log changes once).
@@ -69,9 +73,16 @@ impl Tenant {
             key: ArcSwap::from_pointee(key),
             allowed_callers,
             rate_limit_per_minute,
+            policy: PartnerPolicy::Open,
             key_file: None,
             key_reload_failing: std::sync::atomic::AtomicBool::new(false),
         }
+    }
+
+    /// Puts the tenant under `policy` (the default is [`PartnerPolicy::Open`]).
+    pub fn with_policy(mut self, policy: PartnerPolicy) -> Self {
+        self.policy = policy;
+        self
     }
 
     /// Marks the key as coming from `path`, to be re-read on change.

@@ -18,10 +18,13 @@
 //!   the server's TLS.
 //! - `tenants.rs`: [`TenantConfig`], `[[tenants]]`, turned into
 //!   [`crate::tenant::Tenants`].
+//! - `partners.rs`: `[[tenants.partners]]`, each tenant's data-sharing
+//!   agreements, turned into [`crate::policy::Partner`]s.
 //! - `report.rs`: [`CheckReport`], what `--check-config` prints, as text or
 //!   JSON.
 
 mod auth;
+mod partners;
 mod replay;
 mod report;
 mod server;
@@ -193,6 +196,15 @@ impl Config {
             .and_then(|()| self.auth.validate())
             .and_then(|()| tenants::validate(&self.tenants))
             .map_err(|e| e.in_file(&self.source))
+    }
+
+    /// The ids of the tenants without a partner policy (any partner).
+    pub fn tenants_without_policy(&self) -> Vec<&str> {
+        self.tenants
+            .iter()
+            .filter(|t| t.partners.is_none())
+            .map(|t| t.id.as_str())
+            .collect()
     }
 
     /// Builds the tenants, reading every key. Fails with the tenant's key name.

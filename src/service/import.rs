@@ -1,7 +1,7 @@
 //! `didit.share.v1.ImportService`: `ImportSharedSession`'s validation
 //! (every string bounded, every violation reported at once, before any
-//! upstream call), the mapping of Didit's exact answer onto the response,
-//! and the handler over [`Gateway::import`](crate::gateway::Gateway::import).
+//! upstream call), the tenant's partner policy, the mapping of Didit's
+//! exact answer onto the response, and the handler over [`Gateway::import`](crate::gateway::Gateway::import).
 
 use std::fmt;
 use std::sync::Arc;
@@ -52,6 +52,13 @@ impl ImportService for ImportApi {
             request,
             |tenant, ctx, message| async move {
                 let input = ImportRequest::try_from(message)?;
+                // On every call, before the replay lookup: a revoked
+                // agreement stops replays too. `_decision.partner` is the
+                // audit event's partner and agreement.
+                let _decision = tenant
+                    .policy
+                    .check_import(input.share_token.expose(), input.params.trust_review)
+                    .map_err(|refusal| refusal.record(&self.state.metrics, &tenant.id))?;
                 let outcome = self.state.gateway.import(&tenant, input, ctx).await?;
                 ImportSharedSessionResponse::try_from(&outcome)
             },

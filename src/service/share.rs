@@ -12,6 +12,7 @@ use uuid::Uuid;
 use super::AppState;
 use super::call::run_call;
 use crate::error::{FieldViolation, GatewayError};
+use crate::policy::Refusal;
 use crate::proto::share_service_server::ShareService;
 use crate::proto::{self, ShareSessionRequest, ShareSessionResponse};
 use crate::session::{
@@ -43,7 +44,19 @@ impl ShareService for ShareApi {
             request,
             |tenant, ctx, message| async move {
                 let input = ShareRequest::try_from(message)?;
-                Ok(self.state.gateway.share(&tenant, input, ctx).await?.into())
+                let refused = |refusal: Refusal| refusal.record(&self.state.metrics, &tenant.id);
+                // Partner and TTL before Didit is called.
+                let grant = tenant
+                    .policy
+                    .check_share(input.for_application_id, input.ttl_seconds)
+                    .map_err(refused)?;
+                let outcome = self.state.gateway.share(&tenant, input, ctx).await?;
+                // The kind only Didit's answer tells: a token of a kind the
+                // agreement does not cover is dropped here, never returned
+                // (it expires unused). `decision.partner` is the audit
+                // event's partner and agreement.
+                let _decision = grant.check_kind(outcome.session_kind).map_err(refused)?;
+                Ok(outcome.into())
             },
         )
         .await
