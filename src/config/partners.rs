@@ -129,3 +129,6 @@ fn check_label(value: &str) -> Result<(), String> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests;
