@@ -13,6 +13,7 @@ mod health;
 mod idempotency;
 mod limits;
 mod metrics;
+mod policy;
 mod propagation;
 mod reflection;
 mod reload;

@@ -58,7 +58,10 @@ session_kinds = ["user"]
     let partners = config.tenants[0].partners.as_ref().unwrap();
     assert_eq!(partners.len(), 2);
     let y = &partners[0];
-    assert_eq!((y.name.as_str(), y.agreement.as_str()), ("service-y", "DSA-2026-014"));
+    assert_eq!(
+        (y.name.as_str(), y.agreement.as_str()),
+        ("service-y", "DSA-2026-014")
+    );
     assert!(y.share && y.import && !y.trust_review);
     assert_eq!(y.session_kinds, [SessionKind::User, SessionKind::Business]);
     // Defaults: nothing allowed that is not written, Didit's default TTL.
@@ -170,5 +173,8 @@ fn check_config_prints_each_tenants_partners() {
         )),
         "{text}"
     );
-    assert!(text.contains("no policy: any partner application is allowed"), "{text}");
+    assert!(
+        text.contains("no policy: any partner application is allowed"),
+        "{text}"
+    );
 }
