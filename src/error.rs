@@ -103,6 +103,9 @@ impl GatewayError {
                     (Code::PermissionDenied, "TRUST_REVIEW_NOT_ALLOWED")
                 }
                 Refusal::TtlAboveMaximum { .. } => (Code::InvalidArgument, "INVALID_REQUEST"),
+                Refusal::TokenForAnotherApplication => {
+                    (Code::PermissionDenied, "SHARE_TOKEN_WRONG_APPLICATION")
+                }
                 Refusal::TokenUnreadable(_) => (Code::FailedPrecondition, "SHARE_TOKEN_INVALID"),
             },
             Self::Upstream(err) => match err {
@@ -249,6 +252,7 @@ mod tests {
             .into(),
             Refusal::TtlAboveMaximum { max: 60 }.into(),
             Refusal::TrustReviewNotAgreed.into(),
+            Refusal::TokenForAnotherApplication.into(),
             Refusal::TokenUnreadable(crate::share_token::ClaimsError::NotJwt).into(),
             DiditError::RateLimited {
                 retry_after: None,

@@ -106,6 +106,10 @@ pub enum Refusal {
         /// The partner's `max_ttl_seconds`.
         max: u32,
     },
+    /// The token names another application as the only one that may
+    /// import it (Didit would refuse it the same way).
+    #[error("the share token is for another application")]
+    TokenForAnotherApplication,
     /// `trust_review = true` for a partner without `trust_review = true`.
     #[error("the data-sharing agreement with this partner does not allow trust_review = true")]
     TrustReviewNotAgreed,
@@ -123,6 +127,7 @@ impl Refusal {
             Self::ImportNotAgreed => "import_not_agreed",
             Self::KindNotCovered { .. } => "kind_not_covered",
             Self::TtlAboveMaximum { .. } => "ttl_above_maximum",
+            Self::TokenForAnotherApplication => "token_for_another_application",
             Self::TrustReviewNotAgreed => "trust_review_not_agreed",
             Self::TokenUnreadable(_) => "token_unreadable",
         }
@@ -200,10 +205,14 @@ impl PartnerPolicy {
         })
     }
 
-    /// May the tenant import `share_token` with `trust_review`? Decided on
-    /// the token's claims; an open policy does not read them.
+    /// May the tenant of `application_id` import `share_token` with
+    /// `trust_review`? Decided on the token's claims; an open policy does
+    /// not read them. A token for another application is refused as Didit
+    /// would refuse it, before any partner is looked at: the policy fails
+    /// closed, whatever the claims say.
     pub fn check_import(
         &self,
+        application_id: Uuid,
         share_token: &str,
         trust_review: bool,
     ) -> Result<PolicyDecision, Refusal> {
@@ -211,6 +220,9 @@ impl PartnerPolicy {
             return Ok(PolicyDecision::default());
         };
         let claims = read_claims(share_token).map_err(Refusal::TokenUnreadable)?;
+        if claims.for_application_id != application_id {
+            return Err(Refusal::TokenForAnotherApplication);
+        }
         let partner = partners
             .get(&claims.from_application_id)
             .ok_or(Refusal::PartnerNotListed)?;

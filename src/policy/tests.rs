@@ -61,7 +61,9 @@ fn an_open_policy_allows_everything_without_reading_the_token() {
         None
     );
     assert_eq!(
-        open.check_import("not a token", true).unwrap().partner,
+        open.check_import(id(US), "not a token", true)
+            .unwrap()
+            .partner,
         None
     );
     assert!(open.partners().is_none());
@@ -110,10 +112,14 @@ fn a_share_of_a_kind_outside_the_agreement_is_refused_after_the_answer() {
 fn imports_follow_the_agreement() {
     let policy = policy();
     let allowed = policy
-        .check_import(&token(SISTER, "business"), true)
+        .check_import(id(US), &token(SISTER, "business"), true)
         .unwrap();
     assert_eq!(allowed.partner, sister());
-    assert!(policy.check_import(&token(NEWCOMER, "user"), false).is_ok());
+    assert!(
+        policy
+            .check_import(id(US), &token(NEWCOMER, "user"), false)
+            .is_ok()
+    );
     for (token, trust, why) in [
         (token(NEWCOMER, "user"), true, Refusal::TrustReviewNotAgreed),
         (
@@ -130,8 +136,25 @@ fn imports_follow_the_agreement() {
             Refusal::TokenUnreadable(ClaimsError::NotJwt),
         ),
     ] {
-        assert_eq!(policy.check_import(&token, trust).unwrap_err(), why);
+        assert_eq!(policy.check_import(id(US), &token, trust).unwrap_err(), why);
     }
+}
+
+#[test]
+fn a_token_for_another_application_is_refused_before_any_partner() {
+    let claims = format!(
+        r#"{{"session_id":"{US}","from_application_id":"{SISTER}","for_application_id":"{STRANGER}","session_kind":"user","iat":1,"exp":2}}"#
+    );
+    let token = format!("e30.{}.c2ln", URL_SAFE_NO_PAD.encode(claims));
+    assert_eq!(
+        policy().check_import(id(US), &token, false).unwrap_err(),
+        Refusal::TokenForAnotherApplication
+    );
+    assert!(
+        PartnerPolicy::Open
+            .check_import(id(US), &token, false)
+            .is_ok()
+    );
 }
 
 #[test]
@@ -143,7 +166,7 @@ fn import_not_agreed_is_refused() {
     let policy = PartnerPolicy::new(Some(&partners));
     assert_eq!(
         policy
-            .check_import(&token(SISTER, "user"), false)
+            .check_import(id(US), &token(SISTER, "user"), false)
             .unwrap_err(),
         Refusal::ImportNotAgreed
     );
@@ -158,7 +181,7 @@ fn an_empty_list_allows_nobody() {
     );
     assert_eq!(
         policy
-            .check_import(&token(SISTER, "user"), false)
+            .check_import(id(US), &token(SISTER, "user"), false)
             .unwrap_err(),
         Refusal::PartnerNotListed
     );
@@ -181,6 +204,6 @@ fn refusals_are_counted_by_tenant_and_reason() {
 #[test]
 fn refusal_messages_never_carry_the_token() {
     let token = "secret-token-value";
-    let err = policy().check_import(token, false).unwrap_err();
+    let err = policy().check_import(id(US), token, false).unwrap_err();
     assert!(!err.to_string().contains(token));
 }

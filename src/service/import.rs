@@ -57,7 +57,11 @@ impl ImportService for ImportApi {
                 // audit event's partner and agreement.
                 let _decision = tenant
                     .policy
-                    .check_import(input.share_token.expose(), input.params.trust_review)
+                    .check_import(
+                        tenant.application_id,
+                        input.share_token.expose(),
+                        input.params.trust_review,
+                    )
                     .map_err(|refusal| refusal.record(&self.state.metrics, &tenant.id))?;
                 let outcome = self.state.gateway.import(&tenant, input, ctx).await?;
                 ImportSharedSessionResponse::try_from(&outcome)

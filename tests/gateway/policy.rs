@@ -244,6 +244,24 @@ async fn import_refusals_make_no_upstream_call() {
         "SHARE_TOKEN_INVALID",
         "unreadable claims",
     );
+    // Minted for service-y, imported by service-x: refused as Didit would.
+    let status = refused(
+        env.import(
+            "service-x",
+            &kyc,
+            &demo("service-x").workflows.user,
+            "",
+            false,
+        )
+        .await,
+        Code::PermissionDenied,
+        "SHARE_TOKEN_WRONG_APPLICATION",
+        "a token for another application",
+    );
+    assert_eq!(
+        error_metadata(&status)["policy"],
+        "token_for_another_application"
+    );
     assert_eq!(env.stats().import_calls, before, "no refusal reached Didit");
 
     // Allowed: KYC from service-x, In Review.
