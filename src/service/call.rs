@@ -17,6 +17,7 @@ use crate::didit::CallContext;
 use crate::error::GatewayError;
 use crate::metrics::{Metrics, RpcLabels, RpcLatencyLabels};
 use crate::tenant::{TENANT_HEADER, Tenant};
+use crate::trace_context::upstream_traceparent;
 
 /// The metadata key of the request id, echoed on every answer.
 const REQUEST_ID: &str = "x-request-id";
@@ -75,7 +76,9 @@ where
             deadline: grpc_timeout(metadata)
                 .map(|t| Instant::now() + t.saturating_sub(deadline_margin(t))),
             request_id: request_id.clone(),
-            traceparent: traceparent(metadata),
+            traceparent: Some(upstream_traceparent(
+                metadata.get("traceparent").and_then(|v| v.to_str().ok()),
+            )),
         };
         work(tenant, ctx, message).await
     }
@@ -241,19 +244,6 @@ fn request_id(metadata: &MetadataMap) -> String {
         })
 }
 
-/// A well-formed W3C `traceparent`, to forward upstream.
-fn traceparent(metadata: &MetadataMap) -> Option<String> {
-    let value = metadata.get("traceparent")?.to_str().ok()?;
-    let parts: Vec<&str> = value.split('-').collect();
-    let shape = [2, 32, 16, 2];
-    let ok = parts.len() == 4
-        && parts
-            .iter()
-            .zip(shape)
-            .all(|(p, n)| p.len() == n && p.bytes().all(|b| b.is_ascii_hexdigit()));
-    ok.then(|| value.to_owned())
-}
-
 /// Parses `grpc-timeout` ("200m", "5S", ...).
 pub(crate) fn grpc_timeout(metadata: &MetadataMap) -> Option<Duration> {
     let raw = metadata.get("grpc-timeout")?.to_str().ok()?;
@@ -315,19 +305,5 @@ mod tests {
             md.insert("grpc-timeout", raw.parse().unwrap());
             assert_eq!(grpc_timeout(&md), want, "{raw}");
         }
-    }
-
-    #[test]
-    fn only_well_formed_traceparents_are_forwarded() {
-        let mut md = MetadataMap::new();
-        md.insert(
-            "traceparent",
-            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
-                .parse()
-                .unwrap(),
-        );
-        assert!(traceparent(&md).is_some());
-        md.insert("traceparent", "00-xyz-00f067aa0ba902b7-01".parse().unwrap());
-        assert!(traceparent(&md).is_none());
     }
 }
