@@ -11,6 +11,7 @@ use uuid::Uuid;
 
 use super::AppState;
 use super::call::run_call;
+use crate::audit::sha256_prefix;
 use crate::error::{FieldViolation, GatewayError};
 use crate::proto::share_service_server::ShareService;
 use crate::proto::{self, ShareSessionRequest, ShareSessionResponse};
@@ -41,9 +42,16 @@ impl ShareService for ShareApi {
             &self.state,
             "ShareSession",
             request,
-            |tenant, ctx, message| async move {
+            |tenant, ctx, message, audit| async move {
                 let input = ShareRequest::try_from(message)?;
-                Ok(self.state.gateway.share(&tenant, input, ctx).await?.into())
+                audit.set(|e| {
+                    e.session_id = Some(input.session_id.to_string());
+                    e.for_application_id = Some(input.for_application_id.to_string());
+                });
+                let outcome = self.state.gateway.share(&tenant, input, ctx).await?;
+                let token_hash = sha256_prefix(outcome.share_token.expose().as_bytes());
+                audit.set(|e| e.token_sha256_prefix = Some(token_hash));
+                Ok(outcome.into())
             },
         )
         .await
