@@ -153,6 +153,15 @@ impl GatewayError {
         }
     }
 
+    /// The HTTP status of Didit's answer that caused this error, if Didit
+    /// answered (for the audit trail).
+    pub fn upstream_status(&self) -> Option<u16> {
+        match self {
+            Self::Upstream(DiditError::Protocol { status, .. }) => Some(*status),
+            _ => self.upstream_reply().map(|reply| reply.status),
+        }
+    }
+
     fn upstream_reply(&self) -> Option<&UpstreamReply> {
         match self {
             Self::Upstream(DiditError::Rejected { reply, .. })

@@ -7,6 +7,7 @@
 //! # Layout
 //! - [`config`]: the TOML config, one type per section, and its validation.
 //! - [`tenant`]: tenants, their (redacted) API keys, `x-tenant-id` lookup.
+//! - [`trace_context`]: which W3C `traceparent` goes upstream (valid or fresh).
 //! - [`audit`]: the one audit event per RPC, on the tracing target `audit`.
 //! - [`auth`]: caller identity (mtls, mesh XFCC, none) and `allowed_callers`.
 //! - [`secrets`]: API key files re-read on change.
@@ -58,6 +59,7 @@ pub mod share_token;
 pub mod state;
 pub mod telemetry;
 pub mod tenant;
+pub mod trace_context;
 pub mod webhooks;
 
 /// Installs rustls' ring provider as the process default (idempotent).

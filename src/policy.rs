@@ -21,6 +21,7 @@ use std::sync::Arc;
 
 use uuid::Uuid;
 
+use crate::audit::AuditEvent;
 use crate::metrics::{Metrics, PolicyRefusalLabels};
 use crate::session::SessionKind;
 use crate::share_token::{ClaimsError, read_claims};
@@ -80,6 +81,16 @@ pub struct PartnerRef {
 pub struct PolicyDecision {
     /// The matched partner; `None` for a tenant without a policy.
     pub partner: Option<PartnerRef>,
+}
+
+impl PolicyDecision {
+    /// Writes the matched partner's name and agreement into `event`.
+    pub fn fill_audit(&self, event: &mut AuditEvent) {
+        if let Some(partner) = &self.partner {
+            event.partner = Some(partner.name.clone());
+            event.agreement = Some(partner.agreement.clone());
+        }
+    }
 }
 
 /// Why the policy refused a call.

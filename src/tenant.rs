@@ -14,6 +14,25 @@ use crate::policy::PartnerPolicy;
 /// The metadata key callers name their tenant in.
 pub const TENANT_HEADER: &str = "x-tenant-id";
 
+/// The grammar of a tenant id, in `x-tenant-id` and in the config alike:
+/// 1 to 64 characters of `A-Z a-z 0-9 . _ -`.
+pub fn is_valid_tenant_id(id: &str) -> bool {
+    (1..=64).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+/// The `x-tenant-id` of a request, if present and a valid id: the one
+/// parse of that header for every consumer (the service's lookup and any
+/// admission layer), so none of them can see a different tenant.
+pub fn tenant_header(headers: &http::HeaderMap) -> Option<&str> {
+    headers
+        .get(TENANT_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .filter(|id| is_valid_tenant_id(id))
+}
+
 /// A Didit API key. Debug prints a redaction; the memory is zeroed on drop.
 #[derive(Clone)]
 pub struct ApiKey(SecretString);
@@ -124,10 +143,14 @@ impl Tenants {
         }
     }
 
-    /// The tenant a caller named, or `UNKNOWN_TENANT`.
+    /// The tenant a caller named, or `UNKNOWN_TENANT`. The id is taken
+    /// exactly as sent: one that is not [`is_valid_tenant_id`] (e.g. with
+    /// a trailing space) is refused, never trimmed, so that every consumer
+    /// of the header (lookup, limits, labels) sees the same tenant.
     pub fn resolve(&self, tenant_id: Option<&str>) -> Result<Arc<Tenant>, GatewayError> {
         tenant_id
-            .and_then(|id| self.by_id.get(id.trim()))
+            .filter(|id| is_valid_tenant_id(id))
+            .and_then(|id| self.by_id.get(id))
             .cloned()
             .ok_or(GatewayError::UnknownTenant)
     }
@@ -174,6 +197,36 @@ mod tests {
             tenants.resolve(None),
             Err(GatewayError::UnknownTenant)
         ));
+    }
+
+    #[test]
+    fn tenant_ids_are_taken_exactly_never_trimmed() {
+        let tenants = Tenants::new([Tenant::new(
+            "service-x".into(),
+            Uuid::nil(),
+            ApiKey::new("k".into()),
+            vec![],
+            300,
+        )]);
+        for bad in [
+            "service-x ",
+            " service-x",
+            "service-x\t",
+            "service-x\n",
+            "SERVICE-X",
+            "service-x/",
+            "",
+        ] {
+            assert!(
+                matches!(tenants.resolve(Some(bad)), Err(GatewayError::UnknownTenant)),
+                "{bad:?}"
+            );
+        }
+        assert!(tenants.resolve(Some("service-x")).is_ok());
+        assert!(is_valid_tenant_id(&"a".repeat(64)));
+        assert!(!is_valid_tenant_id(&"a".repeat(65)));
+        assert!(is_valid_tenant_id("A.b_c-9"));
+        assert!(!is_valid_tenant_id("é"));
     }
 
     #[test]

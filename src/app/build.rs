@@ -59,6 +59,7 @@ pub(super) fn settings(config: &Config) -> Result<Settings, ConfigError> {
     Ok(Settings {
         tenants: Tenants::new(config.build_tenants()?),
         auth: config.auth.policy(),
+        audit: config.audit,
     })
 }
 
@@ -143,5 +144,6 @@ pub fn sandbox_config(base_url: &str) -> Config {
         replay: ReplayConfig::default(),
         auth: AuthConfig::None,
         tenants,
+        audit: crate::audit::AuditConfig::default(),
     }
 }

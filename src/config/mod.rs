@@ -39,6 +39,7 @@ use serde::Deserialize;
 
 use crate::tenant::Tenant;
 
+pub use crate::audit::AuditConfig;
 pub use auth::AuthConfig;
 pub use replay::ReplayConfig;
 pub use report::CheckReport;
@@ -102,6 +103,8 @@ pub struct Config {
     pub auth: AuthConfig,
     /// `[[tenants]]`: the tenants, ids unique.
     pub tenants: Vec<TenantConfig>,
+    /// `[audit]`: whether the audit trail is written (a reload applies it).
+    pub audit: AuditConfig,
 }
 
 /// The file as written.
@@ -116,6 +119,8 @@ struct FileConfig {
     auth: Option<auth::AuthSection>,
     #[serde(default)]
     tenants: Vec<tenants::TenantSection>,
+    #[serde(default)]
+    audit: AuditConfig,
 }
 
 /// Addresses given on the command line, which win over the file's and are
@@ -183,6 +188,7 @@ impl Config {
             replay: file.replay.into_config()?,
             auth: auth.into_config()?,
             tenants: tenants::from_sections(file.tenants)?,
+            audit: file.audit,
         })
     }
 

@@ -207,12 +207,8 @@ pub(super) fn from_sections(sections: Vec<TenantSection>) -> Result<Vec<TenantCo
 
 /// Tenant ids appear in metadata and metric labels: keep them tame.
 fn check_tenant_id(id: &str) -> Result<(), String> {
-    let ok = !id.is_empty()
-        && id.len() <= 64
-        && id
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
-    if ok {
+    // The same grammar `x-tenant-id` is checked against on every call.
+    if crate::tenant::is_valid_tenant_id(id) {
         Ok(())
     } else {
         Err("must be 1-64 characters of A-Z a-z 0-9 - _ .".into())

@@ -11,6 +11,7 @@ use uuid::Uuid;
 
 use super::AppState;
 use super::call::run_call;
+use crate::audit::sha256_prefix;
 use crate::error::{FieldViolation, GatewayError};
 use crate::policy::Refusal;
 use crate::proto::share_service_server::ShareService;
@@ -42,8 +43,12 @@ impl ShareService for ShareApi {
             &self.state,
             "ShareSession",
             request,
-            |tenant, ctx, message| async move {
+            |tenant, ctx, message, audit| async move {
                 let input = ShareRequest::try_from(message)?;
+                audit.set(|e| {
+                    e.session_id = Some(input.session_id.to_string());
+                    e.for_application_id = Some(input.for_application_id.to_string());
+                });
                 let refused = |refusal: Refusal| refusal.record(&self.state.metrics, &tenant.id);
                 // Partner and TTL before Didit is called.
                 let grant = tenant
@@ -51,11 +56,13 @@ impl ShareService for ShareApi {
                     .check_share(input.for_application_id, input.ttl_seconds)
                     .map_err(refused)?;
                 let outcome = self.state.gateway.share(&tenant, input, ctx).await?;
+                let token_hash = sha256_prefix(outcome.share_token.expose().as_bytes());
+                audit.set(|e| e.token_sha256_prefix = Some(token_hash));
                 // The kind only Didit's answer tells: a token of a kind the
                 // agreement does not cover is dropped here, never returned
-                // (it expires unused). `decision.partner` is the audit
-                // event's partner and agreement.
-                let _decision = grant.check_kind(outcome.session_kind).map_err(refused)?;
+                // (it expires unused; its hash is in the audit event).
+                let decision = grant.check_kind(outcome.session_kind).map_err(refused)?;
+                audit.set(|e| decision.fill_audit(e));
                 Ok(outcome.into())
             },
         )

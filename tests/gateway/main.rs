@@ -18,6 +18,7 @@ mod propagation;
 mod reflection;
 mod reload;
 mod retries;
+mod security;
 mod share_import;
 mod shutdown;
 mod state;
