@@ -18,10 +18,13 @@
 //!   the server's TLS.
 //! - `tenants.rs`: [`TenantConfig`], `[[tenants]]`, turned into
 //!   [`crate::tenant::Tenants`].
+//! - `partners.rs`: `[[tenants.partners]]`, each tenant's data-sharing
+//!   agreements, turned into [`crate::policy::Partner`]s.
 //! - `report.rs`: [`CheckReport`], what `--check-config` prints, as text or
 //!   JSON.
 
 mod auth;
+mod partners;
 mod replay;
 mod report;
 mod server;
@@ -36,6 +39,7 @@ use serde::Deserialize;
 
 use crate::tenant::Tenant;
 
+pub use crate::audit::AuditConfig;
 pub use auth::AuthConfig;
 pub use replay::ReplayConfig;
 pub use report::CheckReport;
@@ -99,6 +103,8 @@ pub struct Config {
     pub auth: AuthConfig,
     /// `[[tenants]]`: the tenants, ids unique.
     pub tenants: Vec<TenantConfig>,
+    /// `[audit]`: whether the audit trail is written (a reload applies it).
+    pub audit: AuditConfig,
 }
 
 /// The file as written.
@@ -113,6 +119,8 @@ struct FileConfig {
     auth: Option<auth::AuthSection>,
     #[serde(default)]
     tenants: Vec<tenants::TenantSection>,
+    #[serde(default)]
+    audit: AuditConfig,
 }
 
 /// Addresses given on the command line, which win over the file's and are
@@ -180,6 +188,7 @@ impl Config {
             replay: file.replay.into_config()?,
             auth: auth.into_config()?,
             tenants: tenants::from_sections(file.tenants)?,
+            audit: file.audit,
         })
     }
 
@@ -193,6 +202,15 @@ impl Config {
             .and_then(|()| self.auth.validate())
             .and_then(|()| tenants::validate(&self.tenants))
             .map_err(|e| e.in_file(&self.source))
+    }
+
+    /// The ids of the tenants without a partner policy (any partner).
+    pub fn tenants_without_policy(&self) -> Vec<&str> {
+        self.tenants
+            .iter()
+            .filter(|t| t.partners.is_none())
+            .map(|t| t.id.as_str())
+            .collect()
     }
 
     /// Builds the tenants, reading every key. Fails with the tenant's key name.

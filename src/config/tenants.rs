@@ -8,6 +8,8 @@ use serde::Deserialize;
 use uuid::Uuid;
 
 use super::FieldError;
+use super::partners::{self, PartnerSection};
+use crate::policy::{Partner, PartnerPolicy};
 use crate::tenant::{ApiKey, Tenant};
 
 /// Where a tenant's API key comes from.
@@ -63,6 +65,9 @@ pub struct TenantConfig {
     pub allowed_callers: Vec<String>,
     /// Calls per minute through the gateway (Didit allows 300 writes/min/key).
     pub rate_limit_per_minute: u32,
+    /// `[[tenants.partners]]`: its data-sharing agreements; `None` (no
+    /// entry) means no policy: any partner, as before policies existed.
+    pub partners: Option<Vec<Partner>>,
 }
 
 impl TenantConfig {
@@ -91,6 +96,9 @@ impl TenantConfig {
                 "must be at least 1",
             ));
         }
+        if let Some(list) = &self.partners {
+            partners::validate(i, list)?;
+        }
         Ok(())
     }
 
@@ -102,7 +110,8 @@ impl TenantConfig {
             self.key_source.load()?,
             self.allowed_callers.clone(),
             self.rate_limit_per_minute,
-        );
+        )
+        .with_policy(PartnerPolicy::new(self.partners.as_deref()));
         Ok(match &self.key_source {
             KeySource::File(path) => tenant.with_key_file(path.clone()),
             KeySource::Env(_) | KeySource::Inline(_) => tenant,
@@ -144,6 +153,7 @@ pub(super) struct TenantSection {
     #[serde(default)]
     allowed_callers: Vec<String>,
     rate_limit_per_minute: Option<u32>,
+    partners: Option<Vec<PartnerSection>>,
 }
 
 /// Parses each entry's application id and picks its key source.
@@ -177,6 +187,10 @@ pub(super) fn from_sections(sections: Vec<TenantSection>) -> Result<Vec<TenantCo
                     ));
                 }
             };
+            let partners = t
+                .partners
+                .map(|list| partners::from_sections(i, list))
+                .transpose()?;
             Ok(TenantConfig {
                 id: t.id,
                 application_id,
@@ -185,6 +199,7 @@ pub(super) fn from_sections(sections: Vec<TenantSection>) -> Result<Vec<TenantCo
                 rate_limit_per_minute: t
                     .rate_limit_per_minute
                     .unwrap_or(TenantConfig::DEFAULT_RATE_LIMIT_PER_MINUTE),
+                partners,
             })
         })
         .collect()
@@ -192,12 +207,8 @@ pub(super) fn from_sections(sections: Vec<TenantSection>) -> Result<Vec<TenantCo
 
 /// Tenant ids appear in metadata and metric labels: keep them tame.
 fn check_tenant_id(id: &str) -> Result<(), String> {
-    let ok = !id.is_empty()
-        && id.len() <= 64
-        && id
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
-    if ok {
+    // The same grammar `x-tenant-id` is checked against on every call.
+    if crate::tenant::is_valid_tenant_id(id) {
         Ok(())
     } else {
         Err("must be 1-64 characters of A-Z a-z 0-9 - _ .".into())
