@@ -118,6 +118,10 @@ impl GatewayError {
                 DiditError::Unavailable { .. } => (Code::Unavailable, "UPSTREAM_UNAVAILABLE"),
                 DiditError::Timeout => (Code::DeadlineExceeded, "DEADLINE_EXCEEDED"),
                 DiditError::Protocol { .. } => (Code::Internal, "UPSTREAM_PROTOCOL_ERROR"),
+                DiditError::BudgetExhausted { .. } => {
+                    (Code::ResourceExhausted, "TENANT_RATE_LIMITED")
+                }
+                DiditError::StateUnavailable { .. } => (Code::Unavailable, "STATE_UNAVAILABLE"),
             },
         }
     }
@@ -131,6 +135,8 @@ impl GatewayError {
                 Some(retry_after.unwrap_or(Duration::from_secs(1)))
             }
             Self::Upstream(DiditError::Unavailable { .. }) => Some(Duration::from_millis(500)),
+            Self::Upstream(DiditError::BudgetExhausted { retry_after }) => Some(*retry_after),
+            Self::Upstream(DiditError::StateUnavailable { .. }) => Some(Duration::from_secs(1)),
             _ => None,
         }
     }
@@ -226,6 +232,11 @@ mod tests {
             }
             .into(),
             DiditError::Timeout.into(),
+            DiditError::BudgetExhausted {
+                retry_after: Duration::from_secs(1),
+            }
+            .into(),
+            DiditError::StateUnavailable { cause: "x".into() }.into(),
             DiditError::Protocol {
                 cause: "x".into(),
                 status: 200,

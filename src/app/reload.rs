@@ -1,7 +1,8 @@
 //! Reloading the config of a running gateway (SIGHUP, or
 //! [`Running::reload`](super::Running::reload)): tenants, keys, allowed
-//! callers, the mesh policy and tenant rate limits are replaced for every
-//! call from now on; every other section that changed is named in a
+//! callers, the mesh policy and tenants' Didit budgets (rate and burst) are
+//! replaced for every call from now on (a tenant's budget state is keyed by
+//! its id, so an unchanged tenant gets no fresh burst); every other section that changed is named in a
 //! warning and applies after a restart. On any error the running config
 //! stays.
 
@@ -79,7 +80,6 @@ fn apply(state: &AppState, running: &Config, new: &Config) -> Result<Reloaded, C
     }
     let needs_restart = running.needs_restart(new);
     state.replace_settings(super::build::settings(new)?);
-    state.tenant_rate.update(super::build::tenant_limits(new));
     if !needs_restart.is_empty() {
         tracing::warn!(settings = ?needs_restart, "config reloaded, but these settings apply only after a restart");
     }

@@ -56,6 +56,9 @@ impl CheckReport {
                     "application_id": t.application_id,
                     "allowed_callers": t.allowed_callers,
                     "rate_limit_per_minute": t.rate_limit_per_minute,
+                    "rate_limit_burst": t.rate_limit_burst.unwrap_or_else(|| {
+                        crate::tenant::Tenant::default_burst(t.rate_limit_per_minute)
+                    }),
                 });
                 match &t.key_source {
                     KeySource::File(path) => {
@@ -99,6 +102,7 @@ impl CheckReport {
                 "timeout_ms": millis(upstream.timeout),
                 "connect_timeout_ms": millis(upstream.connect_timeout),
                 "max_attempts": upstream.retry.max_attempts,
+                "budget_wait_ms": millis(upstream.budget_wait),
             },
             "replay": {
                 "window_ms": millis(replay.window),

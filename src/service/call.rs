@@ -13,6 +13,7 @@ use tracing::Instrument as _;
 
 use super::AppState;
 use crate::auth::caller_allowed;
+use crate::budget::TenantBudget;
 use crate::didit::CallContext;
 use crate::error::GatewayError;
 use crate::metrics::{Metrics, RpcLabels, RpcLatencyLabels};
@@ -71,9 +72,17 @@ where
     let result = async {
         let tenant = tenant?;
         authorize(&tenant, caller)?;
+        // Authorized: only now may the call spend anything of the tenant's
+        // (its Didit budget is charged per request sent, in the transport).
+        let deadline =
+            grpc_timeout(metadata).map(|t| Instant::now() + t.saturating_sub(deadline_margin(t)));
         let ctx = CallContext {
-            deadline: grpc_timeout(metadata)
-                .map(|t| Instant::now() + t.saturating_sub(deadline_margin(t))),
+            deadline,
+            caller_deadline: deadline,
+            budget: tenant.budget().map(|budget| TenantBudget {
+                tenant: Arc::from(tenant.id.as_str()),
+                budget,
+            }),
             request_id: request_id.clone(),
             traceparent: traceparent(metadata),
         };

@@ -24,7 +24,6 @@ use arc_swap::ArcSwap;
 
 use crate::auth::AuthPolicy;
 use crate::gateway::Gateway;
-use crate::limits::TenantRate;
 use crate::metrics::Metrics;
 use crate::tenant::Tenants;
 
@@ -40,8 +39,6 @@ pub struct AppState {
     pub metrics: Metrics,
     /// Tenants and caller policy; replaced as a whole on a config reload.
     settings: ArcSwap<Settings>,
-    /// Per-tenant rate limits, applied by a tower layer before the services.
-    pub tenant_rate: TenantRate,
 }
 
 /// The part of the configuration a reload (SIGHUP) replaces atomically.
@@ -58,13 +55,11 @@ impl AppState {
         gateway: Gateway,
         metrics: Metrics,
         settings: Settings,
-        tenant_rate: TenantRate,
     ) -> Self {
         Self {
             gateway,
             metrics,
             settings: ArcSwap::from_pointee(settings),
-            tenant_rate,
         }
     }
 
