@@ -95,7 +95,10 @@ impl DiditBudget {
                 Ok(())
             }
             Ok(Charge::Refused { retry_after }) => {
-                self.metrics.tenant_rate_limited.get_or_create(&labels).inc();
+                self.metrics
+                    .tenant_rate_limited
+                    .get_or_create(&labels)
+                    .inc();
                 Err(Refusal::Exhausted {
                     retry_after: jittered(retry_after),
                 })
@@ -170,7 +173,10 @@ mod tests {
         }
         assert!(waits.len() > 1, "refusals are jittered: {waits:?}");
         let text = metrics.encode();
-        assert!(text.contains("dsg_tenant_rate_limited_total{tenant=\"t\"} 5"), "{text}");
+        assert!(
+            text.contains("dsg_tenant_rate_limited_total{tenant=\"t\"} 5"),
+            "{text}"
+        );
     }
 
     #[tokio::test(start_paused = true)]
@@ -181,7 +187,11 @@ mod tests {
         let started = Instant::now();
         budget.take(&who, None).await.unwrap();
         assert!(started.elapsed() >= Duration::from_millis(900));
-        assert!(metrics.encode().contains("dsg_budget_waits_total{tenant=\"t\"} 1"));
+        assert!(
+            metrics
+                .encode()
+                .contains("dsg_budget_waits_total{tenant=\"t\"} 1")
+        );
         // The next slot is 1 s away; a caller with 500 ms left is refused.
         let deadline = Instant::now() + Duration::from_millis(500);
         assert!(matches!(

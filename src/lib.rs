@@ -39,8 +39,8 @@
 pub mod admin_http;
 pub mod app;
 pub mod audit;
-pub mod budget;
 pub mod auth;
+pub mod budget;
 pub mod coalesce;
 pub mod config;
 pub mod didit;

@@ -9,11 +9,11 @@ use std::time::Duration;
 use tonic::transport::{Certificate, Identity, ServerTlsConfig};
 
 use super::StartError;
+use crate::budget::DiditBudget;
 use crate::config::{AuthConfig, Config, ConfigError};
 use crate::didit::DiditClient;
 use crate::gateway::Gateway;
 use crate::grpc::ServeOptions;
-use crate::budget::DiditBudget;
 use crate::metrics::{Metrics, TenantLabels};
 use crate::service::{AppState, Settings};
 use crate::state::{StateConfig, StateStore};
@@ -32,8 +32,7 @@ pub(super) fn state(
 ) -> Result<(Arc<AppState>, ServeOptions), StartError> {
     let settings = settings(config)?;
     let budgets = DiditBudget::new(store, config.upstream.budget_wait, metrics.clone());
-    let client =
-        DiditClient::new(config.upstream.clone(), metrics.clone())?.with_budgets(budgets);
+    let client = DiditClient::new(config.upstream.clone(), metrics.clone())?.with_budgets(budgets);
     let gateway = Gateway::new(client, config.replay, metrics.clone());
     let grace = config.server.shutdown_grace;
     let options = ServeOptions {
@@ -42,16 +41,16 @@ pub(super) fn state(
         drain_delay: drain_delay.unwrap_or_else(|| MAX_DRAIN_DELAY.min(grace / 4)),
         tls: server_tls(config)?,
     };
-    // Every configured tenant's refusal series exists (at 0) from the start.
+    // Every configured tenant's budget series exist (at 0) from the start.
     for tenant in &config.tenants {
-        let _ = metrics.tenant_rate_limited.get_or_create(&TenantLabels {
+        let labels = TenantLabels {
             tenant: tenant.id.clone(),
-        });
+        };
+        let _ = metrics.tenant_rate_limited.get_or_create(&labels);
+        let _ = metrics.budget_waits.get_or_create(&labels);
+        let _ = metrics.budget_wait_seconds.get_or_create(&labels);
     }
-    Ok((
-        Arc::new(AppState::new(gateway, metrics, settings)),
-        options,
-    ))
+    Ok((Arc::new(AppState::new(gateway, metrics, settings)), options))
 }
 
 /// The in-process store (until the `[state]` section chooses one): the

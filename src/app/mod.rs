@@ -119,8 +119,7 @@ pub async fn start(mut config: Config, options: StartOptions) -> Result<Running,
         Some(store) => store,
         None => build::default_store(&config).await?,
     };
-    let (state, serve_options) =
-        build::state(&config, Metrics::new(), options.drain_delay, store)?;
+    let (state, serve_options) = build::state(&config, Metrics::new(), options.drain_delay, store)?;
     let grpc_listener = bind("gRPC", config.server.listen).await?;
     let admin_listener = bind("admin", config.server.admin_listen).await?;
     let grpc_addr = local_addr("gRPC", &grpc_listener, config.server.listen)?;

@@ -122,7 +122,9 @@ impl DiditClient {
             // went out answers with that attempt's error: it says more.
             if let Err(refusal) = self.charge(ctx).await {
                 return Err(last_error.unwrap_or(match refusal {
-                    Refusal::Exhausted { retry_after } => DiditError::BudgetExhausted { retry_after },
+                    Refusal::Exhausted { retry_after } => {
+                        DiditError::BudgetExhausted { retry_after }
+                    }
                     Refusal::Unavailable(cause) => DiditError::StateUnavailable { cause },
                 }));
             }

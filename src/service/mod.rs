@@ -51,11 +51,7 @@ pub struct Settings {
 
 impl AppState {
     /// State serving `settings`.
-    pub fn new(
-        gateway: Gateway,
-        metrics: Metrics,
-        settings: Settings,
-    ) -> Self {
+    pub fn new(gateway: Gateway, metrics: Metrics, settings: Settings) -> Self {
         Self {
             gateway,
             metrics,

@@ -134,7 +134,10 @@ async fn a_burst_of_identical_imports_is_one_upstream_call_and_none_is_refused()
     assert_eq!(env.stats().import_calls, 1, "one upstream import");
     let metrics = env.state.metrics.encode();
     assert_eq!(
-        metric_value(&metrics, "dsg_tenant_rate_limited_total{tenant=\"service-y\"}"),
+        metric_value(
+            &metrics,
+            "dsg_tenant_rate_limited_total{tenant=\"service-y\"}"
+        ),
         0.0
     );
     env.stop().await;
@@ -214,16 +217,23 @@ async fn a_tight_loop_sends_the_burst_and_refuses_the_rest_with_retry_info() {
     }
     // GCRA: at most burst + one per elapsed second, and at least the burst.
     let allowed = u64::from(burst) + started.elapsed().as_secs();
-    assert!(
-        (u64::from(burst)..=allowed).contains(&sent),
-        "{sent} sent"
+    assert!((u64::from(burst)..=allowed).contains(&sent), "{sent} sent");
+    assert_eq!(
+        env.stats().share_calls,
+        sent,
+        "refused calls never reach Didit"
     );
-    assert_eq!(env.stats().share_calls, sent, "refused calls never reach Didit");
     assert_eq!(sent + refused, 40);
-    assert!(delays.len() > 1, "refused callers are not all sent back at once");
+    assert!(
+        delays.len() > 1,
+        "refused callers are not all sent back at once"
+    );
     let metrics = env.state.metrics.encode();
     assert_eq!(
-        metric_value(&metrics, "dsg_tenant_rate_limited_total{tenant=\"service-x\"}"),
+        metric_value(
+            &metrics,
+            "dsg_tenant_rate_limited_total{tenant=\"service-x\"}"
+        ),
         refused as f64
     );
     // Another tenant has a budget of its own.
@@ -259,7 +269,12 @@ async fn a_near_slot_is_waited_for_and_one_past_the_deadline_is_refused() {
         metric_value(&metrics, "dsg_budget_waits_total{tenant=\"service-x\"}") >= 1.0,
         "{metrics}"
     );
-    assert!(metric_value(&metrics, "dsg_budget_wait_seconds_total{tenant=\"service-x\"}") > 0.0);
+    assert!(
+        metric_value(
+            &metrics,
+            "dsg_budget_wait_seconds_total{tenant=\"service-x\"}"
+        ) > 0.0
+    );
     // The next slot is about a second away: a caller with 300 ms left is
     // refused at once rather than left to time out.
     let mut request = with_tenant("service-x", unknown_share());
@@ -466,4 +481,47 @@ async fn a_429_on_one_replica_pauses_the_tenant_on_the_other() {
     a.shutdown().await.unwrap();
     b.shutdown().await.unwrap();
     sandbox.stop().await;
+}
+
+#[tokio::test]
+async fn a_reload_applies_new_limits_and_grants_no_fresh_burst() {
+    let env = TestEnv::start_with(SandboxConfig::default(), |config| {
+        config.upstream.budget_wait = Duration::ZERO;
+        budget(config, "service-x", 6, 2);
+    })
+    .await;
+    let share = || async {
+        let status = env
+            .share_client
+            .clone()
+            .share_session(with_tenant("service-x", unknown_share()))
+            .await
+            .unwrap_err();
+        reason(&status)
+    };
+    assert_eq!(share().await, "SESSION_NOT_FOUND");
+    assert_eq!(share().await, "SESSION_NOT_FOUND");
+    assert_eq!(share().await, "TENANT_RATE_LIMITED");
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("x.key");
+    std::fs::write(&key, demo("service-x").api_key).unwrap();
+    let path = dir.path().join("gateway.toml");
+    let file = |burst: u32| {
+        format!(
+            "[upstream]\nbase_url = \"{}\"\nbudget_wait = \"0s\"\n[auth]\nmode = \"none\"\n[[tenants]]\nid = \"service-x\"\napplication_id = \"{}\"\napi_key_file = \"{}\"\nallowed_callers = [\"*\"]\nrate_limit_per_minute = 6\nrate_limit_burst = {burst}\n",
+            env.sandbox.base_url(),
+            demo("service-x").application_id,
+            key.display()
+        )
+    };
+    // The same limits again: the spent burst stays spent.
+    std::fs::write(&path, file(2)).unwrap();
+    env.gateway().reload_from(&path).unwrap();
+    assert_eq!(share().await, "TENANT_RATE_LIMITED");
+    // A larger burst applies to the next call.
+    std::fs::write(&path, file(5)).unwrap();
+    env.gateway().reload_from(&path).unwrap();
+    assert_eq!(share().await, "SESSION_NOT_FOUND");
+    assert_eq!(env.stats().share_calls, 3);
+    env.stop().await;
 }
