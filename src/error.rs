@@ -63,8 +63,10 @@ pub enum GatewayError {
     /// The gateway is at its concurrency limit and sheds the call.
     #[error("the gateway is overloaded")]
     Overloaded,
-    /// The tenant is over its configured request rate.
-    #[error("the tenant is over its request rate")]
+    /// The tenant is over its Didit budget. The transport reports its own
+    /// refusals as [`DiditError::BudgetExhausted`] (same code and reason);
+    /// this is for refusals decided before the transport.
+    #[error("the tenant is over its Didit write budget")]
     TenantRateLimited {
         /// When a token will be available again.
         retry_after: Duration,

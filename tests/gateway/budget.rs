@@ -525,3 +525,27 @@ async fn a_reload_applies_new_limits_and_grants_no_fresh_burst() {
     assert_eq!(env.stats().share_calls, 3);
     env.stop().await;
 }
+
+#[tokio::test]
+async fn every_attempt_is_charged_retries_included() {
+    let env = TestEnv::start_with(SandboxConfig::default(), |config| {
+        config.upstream.budget_wait = Duration::ZERO;
+        budget(config, "service-x", 2, 2);
+    })
+    .await;
+    let session = env.create_session("service-x", "user", "Approved").await;
+    // A 503, then the retry succeeds: two requests, the whole burst.
+    env.faults(json!({"fail_next": 1, "error_status": 503, "endpoints": ["share"]}))
+        .await;
+    env.token_for_y(&session).await;
+    assert_eq!(env.stats().share_calls, 2);
+    let status = env
+        .share_client
+        .clone()
+        .share_session(with_tenant("service-x", share_request(&session)))
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&status), "TENANT_RATE_LIMITED", "{status:?}");
+    assert_eq!(env.stats().share_calls, 2);
+    env.stop().await;
+}
