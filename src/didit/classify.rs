@@ -365,4 +365,26 @@ mod tests {
         };
         assert!(reply.detail.chars().count() <= MAX_DETAIL_CHARS + 1);
     }
+
+    #[test]
+    fn a_429_without_retry_after_waits_until_the_reset() {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let headers = |reset: String| {
+            let mut h = http::HeaderMap::new();
+            h.insert("x-ratelimit-reset", reset.parse().unwrap());
+            h
+        };
+        let wait = reset_after(&headers((now + 30).to_string())).unwrap();
+        assert!(wait > Duration::from_secs(28) && wait <= Duration::from_secs(30));
+        assert_eq!(reset_after(&headers((now - 5).to_string())), None);
+        assert_eq!(reset_after(&headers("soon".into())), None);
+        assert_eq!(
+            reset_after(&headers((now + 86_400).to_string())),
+            Some(Duration::from_secs(3600))
+        );
+        assert_eq!(reset_after(&http::HeaderMap::new()), None);
+    }
 }
