@@ -25,7 +25,6 @@ use arc_swap::ArcSwap;
 
 use crate::auth::AuthPolicy;
 use crate::gateway::Gateway;
-use crate::limits::TenantRate;
 use crate::metrics::Metrics;
 use crate::tenant::Tenants;
 
@@ -41,8 +40,6 @@ pub struct AppState {
     pub metrics: Metrics,
     /// Tenants and caller policy; replaced as a whole on a config reload.
     settings: ArcSwap<Settings>,
-    /// Per-tenant rate limits, applied by a tower layer before the services.
-    pub tenant_rate: TenantRate,
 }
 
 /// The part of the configuration a reload (SIGHUP) replaces atomically.
@@ -57,17 +54,11 @@ pub struct Settings {
 
 impl AppState {
     /// State serving `settings`.
-    pub fn new(
-        gateway: Gateway,
-        metrics: Metrics,
-        settings: Settings,
-        tenant_rate: TenantRate,
-    ) -> Self {
+    pub fn new(gateway: Gateway, metrics: Metrics, settings: Settings) -> Self {
         Self {
             gateway,
             metrics,
             settings: ArcSwap::from_pointee(settings),
-            tenant_rate,
         }
     }
 

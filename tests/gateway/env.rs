@@ -75,6 +75,7 @@ impl TestEnv {
             allowed_callers: vec!["*".into()],
             rate_limit_per_minute: 300,
             partners: None,
+            rate_limit_burst: None,
         });
         for tenant in &mut config.tenants {
             // Tests make many calls quickly; the rate limit has its own test.
