@@ -352,6 +352,10 @@ async fn replica(
     let mut config = app::sandbox_config(base_url);
     config.server.listen = loopback;
     config.server.admin_listen = loopback;
+    // These tests share to random applications: no partner policy.
+    for tenant in &mut config.tenants {
+        tenant.partners = None;
+    }
     tweak(&mut config);
     let options = StartOptions {
         drain_delay: Some(Duration::from_millis(50)),
