@@ -30,6 +30,19 @@ const MAX_REQUEST_BYTES: usize = 64 * 1024;
 /// Largest response message sent (a cloned session with every check).
 const MAX_RESPONSE_BYTES: usize = 32 * 1024 * 1024;
 
+/// Streams a client may open and reset before the server has accepted
+/// them, per connection, before h2 closes the connection with GOAWAY
+/// ENHANCE_YOUR_CALM (h2's default is 20: a burst of client cancellations
+/// then fails every other call on the connection). Such streams never
+/// reach a handler and cost a few hundred bytes each until accepted, so the
+/// bound still stops a rapid-reset flood (CVE-2023-44487) from growing
+/// without end.
+const MAX_PENDING_ACCEPT_RESET_STREAMS: usize = 4096;
+/// Streams the server itself may reset for protocol errors on one
+/// connection before GOAWAY (hyper's default, set explicitly:
+/// RUSTSEC-2024-0003).
+const MAX_LOCAL_ERROR_RESET_STREAMS: usize = 1024;
+
 /// The gRPC names of the two services, as health reports them.
 pub const SERVICE_NAMES: [&str; 2] = [
     "didit.share.v1.ShareService",
@@ -130,6 +143,8 @@ pub async fn serve(
     let server = builder
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+        .http2_max_pending_accept_reset_streams(Some(MAX_PENDING_ACCEPT_RESET_STREAMS))
+        .http2_max_local_error_reset_streams(Some(MAX_LOCAL_ERROR_RESET_STREAMS))
         .layer(layers)
         .add_service(
             ShareServiceServer::new(ShareApi::new(Arc::clone(&state)))
