@@ -21,15 +21,19 @@ use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
 use crate::limits::Shed;
+use crate::message_limits::OversizedLayer;
 use crate::proto::import_service_server::ImportServiceServer;
 use crate::proto::share_service_server::ShareServiceServer;
 use crate::service::{AppState, ImportApi, ShareApi};
 
 /// Largest request message accepted (requests are a token and a few ids).
-const MAX_REQUEST_BYTES: usize = 64 * 1024;
+pub const MAX_REQUEST_BYTES: usize = 64 * 1024;
 /// Largest response message sent (a cloned session with every check).
 const MAX_RESPONSE_BYTES: usize = 32 * 1024 * 1024;
 
+/// Largest request metadata (the HTTP/2 header list, hyper's default made
+/// explicit): past it h2 answers HTTP 431 before any service runs.
+pub const MAX_METADATA_BYTES: u32 = 16 * 1024;
 /// Streams a client may open and reset before the server has accepted
 /// them, per connection, before h2 closes the connection with GOAWAY
 /// ENHANCE_YOUR_CALM (h2's default is 20: a burst of client cancellations
@@ -134,7 +138,12 @@ pub async fn serve(
         .layer(Shed::layer(
             options.max_concurrent_requests,
             state.metrics.clone(),
-        ));
+        ))
+        // Innermost: the codec's OUT_OF_RANGE for an oversized message
+        // becomes RESOURCE_EXHAUSTED.
+        .layer(OversizedLayer {
+            max_request_bytes: MAX_REQUEST_BYTES,
+        });
 
     let mut builder = Server::builder();
     if let Some(tls) = options.tls.clone() {
@@ -145,6 +154,7 @@ pub async fn serve(
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
         .http2_max_pending_accept_reset_streams(Some(MAX_PENDING_ACCEPT_RESET_STREAMS))
         .http2_max_local_error_reset_streams(Some(MAX_LOCAL_ERROR_RESET_STREAMS))
+        .http2_max_header_list_size(Some(MAX_METADATA_BYTES))
         .layer(layers)
         .add_service(
             ShareServiceServer::new(ShareApi::new(Arc::clone(&state)))

@@ -7,6 +7,7 @@
 //! # Layout
 //! - [`config`]: the TOML config, one type per section, and its validation.
 //! - [`tenant`]: tenants, their (redacted) API keys, `x-tenant-id` lookup.
+//! - [`message_limits`]: oversized request messages answered RESOURCE_EXHAUSTED.
 //! - [`trace_context`]: which W3C `traceparent` goes upstream (valid or fresh).
 //! - [`audit`]: the one audit event per RPC, on the tracing target `audit`.
 //! - [`auth`]: caller identity (mtls, mesh XFCC, none) and `allowed_callers`.
@@ -47,6 +48,7 @@ pub mod error;
 pub mod gateway;
 pub mod grpc;
 pub mod limits;
+pub mod message_limits;
 pub mod metrics;
 pub mod proto;
 pub mod replay;

@@ -137,3 +137,58 @@ async fn a_burst_of_cancelled_calls_does_not_fail_other_calls() {
     env.faults(serde_json::json!({})).await;
     env.stop().await;
 }
+
+/// A request message over the 64 KiB decoding limit: RESOURCE_EXHAUSTED
+/// (tonic's codec says OUT_OF_RANGE), before any service code runs.
+#[tokio::test]
+async fn an_oversized_message_is_resource_exhausted() {
+    let env = TestEnv::start(Dialect::Seeds).await;
+    let y = demo("service-y");
+    let status = env
+        .import(
+            "service-y",
+            &"t".repeat(100 * 1024),
+            &y.workflows.user,
+            "",
+            false,
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    assert!(status.message().contains("65536"), "{status:?}");
+    assert_eq!(env.stats().import_calls, 0);
+    env.stop().await;
+}
+
+/// Metadata over the 16 KiB HTTP/2 header list limit never reaches the
+/// gateway's code: h2 answers HTTP 431, which the client reports as a
+/// non-gRPC answer; a call under the limit on the same channel still works.
+#[tokio::test]
+async fn oversized_metadata_is_refused_by_http2() {
+    let env = TestEnv::start(Dialect::Seeds).await;
+    let session = env.create_session("service-x", "user", "Approved").await;
+    let mut request = share_request("service-x", &session);
+    request
+        .metadata_mut()
+        .insert("x-padding", "p".repeat(20 * 1024).parse().unwrap());
+    let status = env
+        .share_client
+        .clone()
+        .share_session(request)
+        .await
+        .unwrap_err();
+    // tonic: "grpc-status header missing, mapped from HTTP status code 431".
+    assert_eq!(status.code(), Code::Unknown, "{status:?}");
+    assert!(status.message().contains("431"), "{status:?}");
+    assert_eq!(env.stats().share_calls, 0);
+    let mut request = share_request("service-x", &session);
+    request
+        .metadata_mut()
+        .insert("x-padding", "p".repeat(8 * 1024).parse().unwrap());
+    env.share_client
+        .clone()
+        .share_session(request)
+        .await
+        .unwrap();
+    env.stop().await;
+}
