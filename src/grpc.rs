@@ -20,6 +20,7 @@ use tonic::transport::server::TcpIncoming;
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
+use crate::audit_edge::RefusalAuditLayer;
 use crate::limits::Shed;
 use crate::message_limits::OversizedLayer;
 use crate::proto::import_service_server::ImportServiceServer;
@@ -131,6 +132,8 @@ pub async fn serve(
     };
 
     let layers = tower::ServiceBuilder::new()
+        // Outermost: the audit event of a call answered before a service.
+        .layer(RefusalAuditLayer(Arc::clone(&state)))
         // Outermost: a tenant over its rate is refused before it takes a
         // concurrency slot from well-behaved tenants.
         .layer(state.tenant_rate.layer())
@@ -143,6 +146,7 @@ pub async fn serve(
         // becomes RESOURCE_EXHAUSTED.
         .layer(OversizedLayer {
             max_request_bytes: MAX_REQUEST_BYTES,
+            state: Arc::clone(&state),
         });
 
     let mut builder = Server::builder();

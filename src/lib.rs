@@ -10,6 +10,7 @@
 //! - [`message_limits`]: oversized request messages answered RESOURCE_EXHAUSTED.
 //! - [`trace_context`]: which W3C `traceparent` goes upstream (valid or fresh).
 //! - [`audit`]: the one audit event per RPC, on the tracing target `audit`.
+//! - [`audit_edge`]: audit events of calls answered before a service (shed, limited, oversized).
 //! - [`auth`]: caller identity (mtls, mesh XFCC, none) and `allowed_callers`.
 //! - [`secrets`]: API key files re-read on change.
 //! - [`session`]: the plain-Rust domain: share/import requests and results.
@@ -40,6 +41,7 @@
 pub mod admin_http;
 pub mod app;
 pub mod audit;
+pub mod audit_edge;
 pub mod auth;
 pub mod coalesce;
 pub mod config;

@@ -10,20 +10,26 @@
 //! code 431"; see `docs/security.md`).
 
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use futures::future::BoxFuture;
 use http::HeaderValue;
+
+use crate::audit_edge::EdgeCall;
+use crate::service::AppState;
 
 /// What tonic's codec says when a request message is over the limit, as
 /// it is on the wire (grpc-message is percent-encoded, spaces included).
 const TOO_LARGE_PREFIX: &[u8] = b"Error,%20decoded%20message%20length%20too%20large";
 
 /// The tower layer of [`OversizedAsExhausted`].
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone)]
 pub struct OversizedLayer {
     /// The decoding limit, named in the message.
     pub max_request_bytes: usize,
+    /// For the audit event of a call refused as oversized.
+    pub state: Arc<AppState>,
 }
 
 impl<S> tower::Layer<S> for OversizedLayer {
@@ -32,16 +38,18 @@ impl<S> tower::Layer<S> for OversizedLayer {
         OversizedAsExhausted {
             inner,
             max_request_bytes: self.max_request_bytes,
+            state: Arc::clone(&self.state),
         }
     }
 }
 
 /// Rewrites tonic's OUT_OF_RANGE for an oversized request message into
 /// RESOURCE_EXHAUSTED; every other answer passes unchanged.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct OversizedAsExhausted<S> {
     inner: S,
     max_request_bytes: usize,
+    state: Arc<AppState>,
 }
 
 type HttpResponse = http::Response<tonic::body::Body>;
@@ -60,6 +68,7 @@ where
     }
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        let edge = EdgeCall::of(&request, &self.state);
         let call = self.inner.call(request);
         let limit = self.max_request_bytes;
         Box::pin(async move {
@@ -67,7 +76,7 @@ where
             // A trailers-only answer carries the status in its headers;
             // a unary call's decode error comes in the trailers.
             rewrite(response.headers_mut(), limit);
-            Ok(response.map(|inner| tonic::body::Body::new(Trailers { inner, limit })))
+            Ok(response.map(|inner| tonic::body::Body::new(Trailers { inner, limit, edge })))
         })
     }
 }
@@ -76,6 +85,9 @@ where
 struct Trailers {
     inner: tonic::body::Body,
     limit: usize,
+    /// The call, audited here when the decoder refused it (it never
+    /// reached `run_call`).
+    edge: Option<EdgeCall>,
 }
 
 impl http_body::Body for Trailers {
@@ -90,8 +102,11 @@ impl http_body::Body for Trailers {
         let polled = Pin::new(&mut self.inner).poll_frame(cx);
         if let Poll::Ready(Some(Ok(frame))) = polled {
             let mut frame = frame;
-            if let Some(trailers) = frame.trailers_mut() {
-                rewrite(trailers, limit);
+            if let Some(trailers) = frame.trailers_mut()
+                && rewrite(trailers, limit)
+                && let Some(edge) = self.edge.take()
+            {
+                edge.emit(tonic::Code::ResourceExhausted, String::new());
             }
             return Poll::Ready(Some(Ok(frame)));
         }
@@ -107,14 +122,14 @@ impl http_body::Body for Trailers {
     }
 }
 
-/// The rewrite on an answer's headers or trailers.
-fn rewrite(headers: &mut http::HeaderMap, limit: usize) {
+/// The rewrite on an answer's headers or trailers; true if it applied.
+fn rewrite(headers: &mut http::HeaderMap, limit: usize) -> bool {
     let oversized = headers.get("grpc-status").map(HeaderValue::as_bytes) == Some(b"11")
         && headers
             .get("grpc-message")
             .is_some_and(|m| m.as_bytes().starts_with(TOO_LARGE_PREFIX));
     if !oversized {
-        return;
+        return false;
     }
     headers.insert("grpc-status", HeaderValue::from_static("8"));
     // grpc-message is percent-encoded.
@@ -123,6 +138,7 @@ fn rewrite(headers: &mut http::HeaderMap, limit: usize) {
     )) {
         headers.insert("grpc-message", message);
     }
+    true
 }
 
 #[cfg(test)]
@@ -139,7 +155,7 @@ mod tests {
                 "Error,%20decoded%20message%20length%20too%20large:%20found%209%20bytes",
             ),
         );
-        rewrite(&mut headers, 8);
+        assert!(rewrite(&mut headers, 8));
         assert_eq!(headers["grpc-status"], "8");
         assert_eq!(
             headers["grpc-message"],
@@ -149,7 +165,7 @@ mod tests {
         let mut other = http::HeaderMap::new();
         other.insert("grpc-status", HeaderValue::from_static("11"));
         other.insert("grpc-message", HeaderValue::from_static("cursor expired"));
-        rewrite(&mut other, 8);
+        assert!(!rewrite(&mut other, 8));
         assert_eq!(other["grpc-status"], "11");
     }
 }
