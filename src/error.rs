@@ -10,6 +10,7 @@ use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
 use crate::didit::{DiditError, Rejection, UpstreamReply};
+use crate::state::StateError;
 
 /// `ErrorInfo.domain` of every error.
 pub const ERROR_DOMAIN: &str = "didit-share-gateway";
@@ -69,6 +70,10 @@ pub enum GatewayError {
         /// When a token will be available again.
         retry_after: Duration,
     },
+    /// The shared state (Redis) could not be reached; nothing was sent
+    /// to Didit. The detail names no secret.
+    #[error("the shared state is unavailable; nothing was sent to Didit")]
+    StateUnavailable(String),
     /// The caller's deadline passed.
     #[error("the deadline passed before Didit answered")]
     DeadlineExceeded,
@@ -88,6 +93,7 @@ impl GatewayError {
             Self::AlreadyImported { .. } => (Code::AlreadyExists, "ALREADY_IMPORTED"),
             Self::Overloaded => (Code::ResourceExhausted, "OVERLOADED"),
             Self::TenantRateLimited { .. } => (Code::ResourceExhausted, "TENANT_RATE_LIMITED"),
+            Self::StateUnavailable(_) => (Code::Unavailable, "STATE_UNAVAILABLE"),
             Self::DeadlineExceeded => (Code::DeadlineExceeded, "DEADLINE_EXCEEDED"),
             Self::Internal(_) => (Code::Internal, "INTERNAL"),
             Self::Upstream(err) => match err {
@@ -131,6 +137,7 @@ impl GatewayError {
                 Some(retry_after.unwrap_or(Duration::from_secs(1)))
             }
             Self::Upstream(DiditError::Unavailable { .. }) => Some(Duration::from_millis(500)),
+            Self::StateUnavailable(_) => Some(Duration::from_secs(1)),
             _ => None,
         }
     }
@@ -141,6 +148,18 @@ impl GatewayError {
             | Self::Upstream(DiditError::RateLimited { reply, .. }) => Some(reply),
             Self::Upstream(DiditError::Unavailable { reply, .. }) => reply.as_ref(),
             _ => None,
+        }
+    }
+}
+
+/// A state failure on the import path: `Unavailable` is the caller's
+/// STATE_UNAVAILABLE; a `Corrupt` value that cannot be treated as a miss
+/// is an internal error.
+impl From<StateError> for GatewayError {
+    fn from(err: StateError) -> Self {
+        match err {
+            StateError::Unavailable(cause) => Self::StateUnavailable(cause),
+            StateError::Corrupt(cause) => Self::Internal(format!("shared state: {cause}")),
         }
     }
 }
@@ -214,6 +233,7 @@ mod tests {
                 retry_after: Duration::from_secs(1),
             },
             GatewayError::DeadlineExceeded,
+            GatewayError::StateUnavailable("x".into()),
             GatewayError::Internal("x".into()),
             DiditError::RateLimited {
                 retry_after: None,
