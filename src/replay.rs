@@ -13,6 +13,8 @@
 //!
 //! [`StateStore`]: crate::state::StateStore
 
+use std::borrow::Cow;
+
 use bytes::{BufMut as _, Bytes, BytesMut};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -37,17 +39,22 @@ pub struct StoredImport {
     pub recovered: bool,
 }
 
-/// The JSON head of a record.
+/// The JSON head of a record (borrowed where no escape was needed).
 #[derive(Serialize, Deserialize)]
 struct Head<'a> {
     /// Format version.
     v: u8,
-    workflow_id: &'a str,
-    vendor_data: &'a str,
+    #[serde(borrow)]
+    workflow_id: Cow<'a, str>,
+    #[serde(borrow)]
+    vendor_data: Cow<'a, str>,
     trust_review: bool,
-    session_id: &'a str,
-    session_kind: &'a str,
-    status: &'a str,
+    #[serde(borrow)]
+    session_id: Cow<'a, str>,
+    #[serde(borrow)]
+    session_kind: Cow<'a, str>,
+    #[serde(borrow)]
+    status: Cow<'a, str>,
     #[serde(default)]
     recovered: bool,
 }
@@ -62,12 +69,12 @@ impl StoredImport {
     pub fn encode(&self) -> Bytes {
         let head = Head {
             v: 1,
-            workflow_id: &self.params.workflow_id,
-            vendor_data: &self.params.vendor_data,
+            workflow_id: Cow::Borrowed(&self.params.workflow_id),
+            vendor_data: Cow::Borrowed(&self.params.vendor_data),
             trust_review: self.params.trust_review,
-            session_id: &self.session.session_id,
-            session_kind: self.session.session_kind.as_str(),
-            status: &self.session.status_raw,
+            session_id: Cow::Borrowed(&self.session.session_id),
+            session_kind: Cow::Borrowed(self.session.session_kind.as_str()),
+            status: Cow::Borrowed(&self.session.status_raw),
             recovered: self.recovered,
         };
         // Serialising plain strings and bools cannot fail.
@@ -93,19 +100,19 @@ impl StoredImport {
         if head.v != 1 {
             return Err(RecordError(format!("unknown version {}", head.v)));
         }
-        let session_kind = SessionKind::parse(head.session_kind)
+        let session_kind = SessionKind::parse(&head.session_kind)
             .ok_or_else(|| RecordError("unknown session kind".into()))?;
         Ok(Self {
             params: ImportParams {
-                workflow_id: head.workflow_id.to_owned(),
-                vendor_data: head.vendor_data.to_owned(),
+                workflow_id: head.workflow_id.into_owned(),
+                vendor_data: head.vendor_data.into_owned(),
                 trust_review: head.trust_review,
             },
             session: ImportedSession {
                 raw: record.slice(4 + len..),
-                session_id: head.session_id.to_owned(),
+                session_id: head.session_id.into_owned(),
                 session_kind,
-                status_raw: head.status.to_owned(),
+                status_raw: head.status.into_owned(),
             },
             recovered: head.recovered,
         })
