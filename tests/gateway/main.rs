@@ -14,6 +14,7 @@ mod idempotency;
 mod limits;
 mod metrics;
 mod propagation;
+mod recovery;
 mod reflection;
 mod reload;
 mod retries;
