@@ -54,6 +54,7 @@ pub mod service;
 pub mod session;
 pub mod share_token;
 pub mod state;
+pub mod state_watch;
 pub mod telemetry;
 pub mod tenant;
 pub mod webhooks;
