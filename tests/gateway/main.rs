@@ -17,6 +17,7 @@ mod propagation;
 mod recovery;
 mod reflection;
 mod reload;
+mod replicas;
 mod retries;
 mod share_import;
 mod shutdown;
