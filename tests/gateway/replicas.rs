@@ -55,46 +55,50 @@ impl Group {
             .await
             .unwrap();
         let secrets = tempfile::tempdir().unwrap();
-        let key_file = secrets.path().join("state-key");
         let key = base64::engine::general_purpose::STANDARD.encode([7u8; 32]);
-        std::fs::write(&key_file, key).unwrap();
-        let mut replicas = Vec::new();
+        std::fs::write(secrets.path().join("state-key"), key).unwrap();
+        let mut group = Self {
+            redis,
+            sandbox,
+            replicas: Vec::new(),
+            http: reqwest::Client::new(),
+            _secrets: secrets,
+        };
         for _ in 0..n {
-            let mut config = app::sandbox_config(&sandbox.base_url());
-            config.server.listen = "127.0.0.1:0".parse().unwrap();
-            config.server.admin_listen = "127.0.0.1:0".parse().unwrap();
-            config.server.shutdown_grace = Duration::from_secs(2);
-            for tenant in &mut config.tenants {
-                tenant.rate_limit_per_minute = 1_000_000;
-            }
-            config.state = StateConfig {
-                backend: Backend::Redis,
-                redis_url: Some(redis.url()),
-                encryption_key_file: Some(key_file.clone()),
-                key_prefix: "replicas".into(),
-                connect_timeout: Duration::from_millis(300),
-                response_timeout: Duration::from_millis(300),
-                poll_interval: Duration::from_millis(50),
-                health_check_interval: Duration::from_millis(100),
-                ..StateConfig::default()
-            };
             let options = StartOptions {
                 drain_delay: Some(Duration::from_millis(20)),
                 ..StartOptions::default()
             };
-            let running = app::start(config, options).await.unwrap();
+            let running = app::start(group.config(), options).await.unwrap();
             let channel = Channel::from_shared(format!("http://{}", running.grpc_addr))
                 .unwrap()
                 .connect_lazy();
-            replicas.push(Replica { running, channel });
+            group.replicas.push(Replica { running, channel });
         }
-        Some(Self {
-            redis,
-            sandbox,
-            replicas,
-            http: reqwest::Client::new(),
-            _secrets: secrets,
-        })
+        Some(group)
+    }
+
+    /// The config of one more gateway of the group.
+    fn config(&self) -> didit_share_gateway::config::Config {
+        let mut config = app::sandbox_config(&self.sandbox.base_url());
+        config.server.listen = "127.0.0.1:0".parse().unwrap();
+        config.server.admin_listen = "127.0.0.1:0".parse().unwrap();
+        config.server.shutdown_grace = Duration::from_secs(2);
+        for tenant in &mut config.tenants {
+            tenant.rate_limit_per_minute = 1_000_000;
+        }
+        config.state = StateConfig {
+            backend: Backend::Redis,
+            redis_url: Some(self.redis.url()),
+            encryption_key_file: Some(self._secrets.path().join("state-key")),
+            key_prefix: "replicas".into(),
+            connect_timeout: Duration::from_millis(300),
+            response_timeout: Duration::from_millis(300),
+            poll_interval: Duration::from_millis(50),
+            health_check_interval: Duration::from_millis(100),
+            ..StateConfig::default()
+        };
+        config
     }
 
     fn stats(&self) -> Stats {
@@ -336,5 +340,87 @@ async fn a_redis_dump_holds_no_vendor_data_in_clear() {
         .windows(imported.session_id.len())
         .any(|w| w == imported.session_id.as_bytes());
     assert!(!id_found, "the session id readable in the dump");
+    group.stop().await;
+}
+
+/// A gateway in a runtime of its own, so that the test can kill it
+/// outright (every task, detached imports included) as a crashed pod.
+struct Doomed {
+    runtime: Option<tokio::runtime::Runtime>,
+    channel: Channel,
+}
+
+impl Doomed {
+    fn start(config: didit_share_gateway::config::Config) -> Self {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let running =
+            runtime.block_on(async { app::start(config, StartOptions::default()).await.unwrap() });
+        let addr = running.grpc_addr;
+        // Kept alive inside its runtime until the runtime dies.
+        runtime.spawn(async move {
+            let _running = running;
+            std::future::pending::<()>().await;
+        });
+        let channel = Channel::from_shared(format!("http://{addr}"))
+            .unwrap()
+            .connect_lazy();
+        Self {
+            runtime: Some(runtime),
+            channel,
+        }
+    }
+
+    fn kill(&mut self) {
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_killed_mid_import_leaves_the_import_to_another() {
+    let Some(group) = Group::start(1).await else {
+        return;
+    };
+    let (source, token) = group.token_for_y().await;
+    let config = group.config();
+    let mut doomed = tokio::task::spawn_blocking(move || Doomed::start(config))
+        .await
+        .unwrap();
+    group
+        .faults(json!({"per_endpoint": {"import": {"latency_ms": 800}}}))
+        .await;
+    let channel = doomed.channel.clone();
+    let first = {
+        let token = token.clone();
+        tokio::spawn(async move { import_via(channel, &token, "u-5").await })
+    };
+    eventually(
+        Duration::from_secs(5),
+        "the import reached Didit",
+        || async { group.stats().import_calls == 1 },
+    )
+    .await;
+    let doomed = tokio::task::spawn_blocking(move || {
+        doomed.kill();
+        doomed
+    })
+    .await
+    .unwrap();
+    assert!(
+        first.await.unwrap().is_err(),
+        "the dead gateway's caller failed"
+    );
+    group.faults(json!({})).await;
+
+    // The dead gateway's lease expires; the retry elsewhere finds the session.
+    let retry = group.import(0, &token, "u-5").await.unwrap();
+    assert_eq!(retry.shared_from_session, source);
+    assert_eq!(group.stats().import_ok, 1, "one import in all");
+    drop(doomed);
     group.stop().await;
 }
