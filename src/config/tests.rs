@@ -230,7 +230,10 @@ fn the_state_section_defaults_to_memory_and_is_checked_at_load() {
     ))
     .unwrap_err();
     assert_eq!(err.key, "state.encryption_key_file", "{err}");
-    let err = parse(&format!("{base}[state]\nbackend = \"memory\"\nkey_prefix = \"x\"\nredis_url = \"redis://h/\"\n")).unwrap_err();
+    let err = parse(&format!(
+        "{base}[state]\nbackend = \"memory\"\nkey_prefix = \"x\"\nredis_url = \"redis://h/\"\n"
+    ))
+    .unwrap_err();
     assert!(err.key.starts_with("state."), "{err}");
     let err = parse(&format!(
         "{base}[state]\nbackend = \"redis\"\nredis_url = \"redis://:hunter2@h/\"\n"
