@@ -424,3 +424,90 @@ async fn a_gateway_killed_mid_import_leaves_the_import_to_another() {
     drop(doomed);
     group.stop().await;
 }
+
+#[tokio::test]
+async fn redis_restarted_mid_load_refuses_clearly_and_imports_each_token_once() {
+    let Some(mut group) = Group::start(2).await else {
+        return;
+    };
+    let mut tokens = Vec::new();
+    for _ in 0..12 {
+        tokens.push(group.token_for_y().await.1);
+    }
+    group
+        .faults(json!({"per_endpoint": {"import": {"latency_ms": 100}}}))
+        .await;
+    let before = group.stats();
+    // Four workers, three tokens each, one after the other: the outage
+    // falls in the middle of the load.
+    let refused = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let workers: Vec<_> = tokens
+        .chunks(3)
+        .enumerate()
+        .map(|(i, chunk)| {
+            let channels: Vec<Channel> = group.replicas.iter().map(|r| r.channel.clone()).collect();
+            let chunk = chunk.to_vec();
+            let refused = std::sync::Arc::clone(&refused);
+            tokio::spawn(async move {
+                let mut refusals = Vec::new();
+                let mut imported = Vec::new();
+                for token in chunk {
+                    let mut attempt = i;
+                    loop {
+                        let channel = channels[attempt % channels.len()].clone();
+                        match import_via(channel, &token, "load").await {
+                            Ok(ok) => {
+                                imported.push(ok);
+                                break;
+                            }
+                            Err(status) => {
+                                refusals.push(reason(&status));
+                                refused.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                                assert!(refusals.len() < 400, "never imported: {refusals:?}");
+                                tokio::time::sleep(Duration::from_millis(20)).await;
+                            }
+                        }
+                        attempt += 1;
+                    }
+                }
+                (imported, refusals)
+            })
+        })
+        .collect();
+    eventually(Duration::from_secs(5), "some imports made", || async {
+        group.stats().import_ok > before.import_ok
+    })
+    .await;
+    group.redis.kill();
+    eventually(Duration::from_secs(5), "the outage seen", || async {
+        metric_value(
+            &group.replicas[0].running.state.metrics.encode(),
+            "dsg_state_available",
+        ) == 0.0
+    })
+    .await;
+    eventually(Duration::from_secs(5), "a call refused", || async {
+        refused.load(std::sync::atomic::Ordering::SeqCst) > 0
+    })
+    .await;
+    group.redis.restart();
+    for worker in workers {
+        let (imported, refusals) = worker.await.unwrap();
+        assert_eq!(imported.len(), 3);
+        for reason in &refusals {
+            assert_eq!(reason, "STATE_UNAVAILABLE", "{refusals:?}");
+        }
+    }
+    let after = group.stats();
+    assert_eq!(
+        after.import_ok - before.import_ok,
+        12,
+        "each token imported once"
+    );
+    assert_eq!(
+        after.import_calls - before.import_calls,
+        12,
+        "no import sent twice"
+    );
+    group.stop().await;
+}
