@@ -245,6 +245,18 @@ mod sandbox_mode {
     /// one tenant per demo application.
     pub async fn start(cli: &Cli) -> Result<(Running, Config), ExitCode> {
         let options = &cli.sandbox_options;
+        let redis_url = match (options.state, &options.redis_url) {
+            (StateChoice::Memory, None) => None,
+            (StateChoice::Memory, Some(_)) => {
+                eprintln!("--redis-url needs --state redis");
+                return Err(ExitCode::from(super::EXIT_CONFIG));
+            }
+            (StateChoice::Redis, None) => {
+                eprintln!("--state redis needs --redis-url URL");
+                return Err(ExitCode::from(super::EXIT_CONFIG));
+            }
+            (StateChoice::Redis, Some(url)) => Some(url),
+        };
         let listener = TcpListener::bind(options.sandbox_listen)
             .await
             .map_err(|err| {
@@ -261,17 +273,9 @@ mod sandbox_mode {
             .await
             .map_err(|err| unavailable(&format!("cannot start the sandbox: {err}")))?;
         let mut config = app::sandbox_config(&started.base_url());
-        let secrets = match (options.state, &options.redis_url) {
-            (StateChoice::Memory, None) => None,
-            (StateChoice::Memory, Some(_)) => {
-                eprintln!("--redis-url needs --state redis");
-                return Err(ExitCode::from(super::EXIT_CONFIG));
-            }
-            (StateChoice::Redis, None) => {
-                eprintln!("--state redis needs --redis-url URL");
-                return Err(ExitCode::from(super::EXIT_CONFIG));
-            }
-            (StateChoice::Redis, Some(url)) => {
+        let secrets = match redis_url {
+            None => None,
+            Some(url) => {
                 let (state, dir) = redis_state(url).map_err(|err| {
                     unavailable(&format!("cannot write the demo's Redis secrets: {err}"))
                 })?;
