@@ -13,7 +13,7 @@
 //! - `upstream.rs`: [`UpstreamConfig`], `[upstream]`, taken by
 //!   [`crate::didit::DiditClient::new`].
 //! - `replay.rs`: [`ReplayConfig`], `[replay]`, taken by
-//!   [`crate::replay::ReplayStore::new`].
+//!   [`crate::state::StateStore::open`].
 //! - `auth.rs`: [`AuthConfig`], `[auth]`, turned into the caller policy and
 //!   the server's TLS.
 //! - `tenants.rs`: [`TenantConfig`], `[[tenants]]`, turned into
@@ -101,6 +101,9 @@ pub struct Config {
     pub replay: ReplayConfig,
     /// `[auth]`: how callers are identified.
     pub auth: AuthConfig,
+    /// `[state]`: where replay records, leases and budgets live (memory
+    /// by default; Redis shared by every replica).
+    pub state: crate::state::StateConfig,
     /// `[[tenants]]`: the tenants, ids unique.
     pub tenants: Vec<TenantConfig>,
     /// `[audit]`: whether the audit trail is written (a reload applies it).
@@ -117,6 +120,8 @@ struct FileConfig {
     #[serde(default)]
     replay: replay::ReplaySection,
     auth: Option<auth::AuthSection>,
+    #[serde(default)]
+    state: crate::state::StateConfig,
     #[serde(default)]
     tenants: Vec<tenants::TenantSection>,
     #[serde(default)]
@@ -187,6 +192,7 @@ impl Config {
             upstream: file.upstream.into_config()?,
             replay: file.replay.into_config()?,
             auth: auth.into_config()?,
+            state: file.state,
             tenants: tenants::from_sections(file.tenants)?,
             audit: file.audit,
         })
@@ -200,6 +206,11 @@ impl Config {
             .and_then(|()| self.upstream.validate())
             .and_then(|()| self.replay.validate())
             .and_then(|()| self.auth.validate())
+            .and_then(|()| {
+                self.state
+                    .validate()
+                    .map_err(|e| FieldError::new(e.key, e.problem))
+            })
             .and_then(|()| tenants::validate(&self.tenants))
             .map_err(|e| e.in_file(&self.source))
     }
@@ -237,6 +248,7 @@ impl Config {
             ("server", self.server != new.server),
             ("upstream", self.upstream != new.upstream),
             ("replay", self.replay != new.replay),
+            ("state", self.state != new.state),
             (
                 "auth (mtls files or a switch to or from mtls)",
                 auth_fixed && self.auth != new.auth,

@@ -180,6 +180,7 @@ impl TryFrom<&ImportOutcome> for ImportSharedSessionResponse {
         response.status_raw = session.status_raw.clone();
         response.raw_json = session.raw.to_vec();
         response.replayed = outcome.replayed;
+        response.recovered = outcome.replayed && outcome.stored.recovered;
         Ok(response)
     }
 }
@@ -274,6 +275,7 @@ mod tests {
                     session_kind: SessionKind::User,
                     status_raw: "In Review".into(),
                 },
+                recovered: false,
             }),
             replayed,
         }
