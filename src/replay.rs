@@ -64,12 +64,22 @@ impl StoredImport {
 #[derive(Clone)]
 pub struct ReplayStore {
     cache: moka::future::Cache<ImportKey, Arc<StoredImport>>,
+    /// `dsg_import_replay_bytes`: added on insert, taken off by the listener.
+    bytes: prometheus_client::metrics::gauge::Gauge,
+    /// `dsg_import_replay_entries`, likewise.
+    entries: prometheus_client::metrics::gauge::Gauge,
 }
 
 impl ReplayStore {
     /// An empty store.
     pub fn new(config: ReplayConfig, metrics: &Metrics) -> Self {
         let evictions = metrics.replay_evictions.clone();
+        metrics
+            .replay_max_bytes
+            .set(i64::try_from(config.max_bytes).unwrap_or(i64::MAX));
+        // Every value that leaves the store (evicted, expired, replaced)
+        // passes the listener once: the gauges follow inserts exactly.
+        let (bytes, entries) = (metrics.replay_bytes.clone(), metrics.replay_entries.clone());
         let cache = moka::future::Cache::builder()
             // Least recently used goes first, and every new result is
             // admitted. moka's default (TinyLFU) admits a newcomer only if
@@ -81,13 +91,19 @@ impl ReplayStore {
             .max_capacity(config.max_bytes)
             .weigher(|_key, value: &Arc<StoredImport>| value.weight())
             .time_to_live(config.window)
-            .eviction_listener(move |_key, _value, cause| {
+            .eviction_listener(move |_key, value: Arc<StoredImport>, cause| {
+                bytes.dec_by(i64::from(value.weight()));
+                entries.dec();
                 if cause == RemovalCause::Size {
                     evictions.inc();
                 }
             })
             .build();
-        Self { cache }
+        Self {
+            cache,
+            bytes: metrics.replay_bytes.clone(),
+            entries: metrics.replay_entries.clone(),
+        }
     }
 
     /// The stored import for `key`, if it is still within the window.
@@ -97,6 +113,8 @@ impl ReplayStore {
 
     /// Stores a successful import.
     pub async fn insert(&self, key: ImportKey, value: Arc<StoredImport>) {
+        self.bytes.inc_by(i64::from(value.weight()));
+        self.entries.inc();
         self.cache.insert(key, value).await;
     }
 

@@ -186,6 +186,15 @@ mod sandbox_mode {
         /// Make the sandbox enforce Didit's 300 writes per minute per key.
         #[arg(long, env = "DSG_SANDBOX_RATE_LIMIT")]
         sandbox_rate_limit: bool,
+        /// The demo tenants' `rate_limit_per_minute` in --sandbox mode.
+        #[arg(
+            long,
+            env = "DSG_RATE_LIMIT_PER_MINUTE",
+            value_name = "N",
+            default_value_t = didit_share_gateway::config::TenantConfig::DEFAULT_RATE_LIMIT_PER_MINUTE,
+            value_parser = clap::value_parser!(u32).range(1..)
+        )]
+        rate_limit_per_minute: u32,
     }
 
     /// The running sandbox.
@@ -210,7 +219,10 @@ mod sandbox_mode {
         let started = Sandbox::start(listener, sandbox_config)
             .await
             .map_err(|err| unavailable(&format!("cannot start the sandbox: {err}")))?;
-        let config = app::sandbox_config(&started.base_url());
+        let mut config = app::sandbox_config(&started.base_url());
+        for tenant in &mut config.tenants {
+            tenant.rate_limit_per_minute = options.rate_limit_per_minute;
+        }
         Ok((Running(started), config))
     }
 

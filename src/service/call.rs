@@ -15,7 +15,7 @@ use super::AppState;
 use crate::auth::caller_allowed;
 use crate::didit::CallContext;
 use crate::error::GatewayError;
-use crate::metrics::{Metrics, RpcLabels, RpcLatencyLabels};
+use crate::metrics::{Metrics, RpcLatencyLabels};
 use crate::tenant::{TENANT_HEADER, Tenant};
 
 /// The metadata key of the request id, echoed on every answer.
@@ -145,7 +145,7 @@ impl<'a> CallRecord<'a> {
         }
     }
 
-    fn record(&self, code: tonic::Code, reason: &str, error: Option<&GatewayError>) {
+    fn record(&self, code: tonic::Code, reason: &'static str, error: Option<&GatewayError>) {
         let elapsed = self.started.elapsed();
         let (method, tenant) = (self.method, self.tenant.clone());
         self.metrics
@@ -156,13 +156,7 @@ impl<'a> CallRecord<'a> {
             })
             .observe(elapsed.as_secs_f64());
         self.metrics
-            .rpcs
-            .get_or_create(&RpcLabels {
-                method,
-                tenant,
-                code: code_name(code),
-            })
-            .inc();
+            .count_call(method, &tenant, code_name(code), reason);
         // Whole microseconds: enough precision, no float noise in the logs.
         let latency_ms = elapsed.as_micros() as f64 / 1e3;
         let (request_id, tenant, caller) = (&self.request_id, &self.tenant, &self.caller);
