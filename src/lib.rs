@@ -48,6 +48,7 @@ pub mod gateway;
 pub mod grpc;
 pub mod limits;
 pub mod metrics;
+pub mod otel;
 pub mod process_metrics;
 pub mod proto;
 pub mod replay;

@@ -65,7 +65,6 @@ fn main() -> ExitCode {
     if let Some(path) = &cli.check_config {
         return check_config(path, cli.json);
     }
-    telemetry::init(cli.log_format);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(err) => {
@@ -73,7 +72,19 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_UNAVAILABLE);
         }
     };
-    runtime.block_on(run(cli))
+    // The OTLP exporter's gRPC channel runs on the runtime.
+    let tracing = match runtime.block_on(async { telemetry::init(cli.log_format) }) {
+        Ok(tracing) => tracing,
+        Err(err) => {
+            eprintln!("didit-share-gateway: {err}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let code = runtime.block_on(run(cli));
+    if let Some(tracing) = tracing {
+        tracing.shutdown();
+    }
+    code
 }
 
 async fn run(cli: Cli) -> ExitCode {

@@ -60,7 +60,19 @@ where
         Ok(None) => "-".to_owned(),
         Err(err) => format!("<{err}>"),
     };
-    let span = tracing::info_span!("rpc", %request_id, tenant = %tenant_label, method);
+    let traceparent = traceparent(metadata);
+    let span = tracing::info_span!(
+        "rpc",
+        %request_id,
+        tenant = %tenant_label,
+        method,
+        "otel.kind" = "server",
+        "otel.name" = method,
+        "rpc.system" = "grpc",
+        "rpc.method" = method,
+        "rpc.grpc.status_code" = tracing::field::Empty,
+    );
+    crate::otel::continue_trace(&span, traceparent.as_deref());
     let record = CallRecord::start(
         &state.metrics,
         method,
@@ -75,12 +87,17 @@ where
             deadline: grpc_timeout(metadata)
                 .map(|t| Instant::now() + t.saturating_sub(deadline_margin(t))),
             request_id: request_id.clone(),
-            traceparent: traceparent(metadata),
+            traceparent,
         };
         work(tenant, ctx, message).await
     }
     .instrument(span.clone())
     .await;
+    let code = match &result {
+        Ok(_) => tonic::Code::Ok,
+        Err(err) => err.code_and_reason().0,
+    };
+    span.record("rpc.grpc.status_code", code as i32);
     span.in_scope(|| record.finish(result.as_ref().err()));
     let id_value = MetadataValue::try_from(request_id.as_str()).ok();
     match result {
