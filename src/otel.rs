@@ -19,6 +19,9 @@ use opentelemetry::trace::{TraceContextExt as _, TracerProvider as _};
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::{SdkTracer, SdkTracerProvider};
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+use tracing_subscriber::fmt::format::Writer;
+use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, FormattedFields};
+use tracing_subscriber::registry::LookupSpan;
 
 /// The service name when `OTEL_SERVICE_NAME` is not set.
 const SERVICE_NAME: &str = "didit-share-gateway";
@@ -138,6 +141,60 @@ pub fn ids(span: &tracing::Span) -> Option<(String, String)> {
 /// `url` without its query and fragment (never secrets in a span).
 pub fn url_without_query(url: &str) -> &str {
     url.split(['?', '#']).next().unwrap_or(url)
+}
+
+/// Records `span`'s trace and span ids in its `trace_id` and `span_id`
+/// fields (declared empty), so that [`WithTraceIds`] can put them on
+/// every JSON log line written inside it. Nothing when tracing is off.
+pub fn record_ids(span: &tracing::Span) {
+    if let Some((trace_id, span_id)) = ids(span) {
+        span.record("trace_id", trace_id.as_str());
+        span.record("span_id", span_id.as_str());
+    }
+}
+
+/// A JSON event format that adds the `trace_id` and `span_id` of the
+/// innermost enclosing span that has them ([`record_ids`]) as top-level
+/// fields of each line.
+pub struct WithTraceIds<E>(pub E);
+
+impl<S, N, E> FormatEvent<S, N> for WithTraceIds<E>
+where
+    S: tracing::Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+    E: FormatEvent<S, N>,
+{
+    fn format_event(
+        &self,
+        ctx: &FmtContext<'_, S, N>,
+        mut writer: Writer<'_>,
+        event: &tracing::Event<'_>,
+    ) -> std::fmt::Result {
+        let ids = ctx.event_scope().and_then(|scope| {
+            scope.into_iter().find_map(|span| {
+                let extensions = span.extensions();
+                let fields = extensions.get::<FormattedFields<N>>()?;
+                let fields: serde_json::Value =
+                    serde_json::from_str(fields.fields.as_str()).ok()?;
+                let trace_id = fields.get("trace_id")?.as_str()?.to_owned();
+                let span_id = fields.get("span_id")?.as_str()?.to_owned();
+                Some((trace_id, span_id))
+            })
+        });
+        let Some((trace_id, span_id)) = ids else {
+            return self.0.format_event(ctx, writer, event);
+        };
+        let mut line = String::new();
+        self.0.format_event(ctx, Writer::new(&mut line), event)?;
+        match line.strip_prefix('{') {
+            // Ids are hex: nothing to escape.
+            Some(rest) => write!(
+                writer,
+                "{{\"trace_id\":\"{trace_id}\",\"span_id\":\"{span_id}\",{rest}"
+            ),
+            None => writer.write_str(&line),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -91,6 +91,7 @@ where
             .json()
             .flatten_event(true)
             .with_current_span(false)
+            .map_event_format(crate::otel::WithTraceIds)
             .with_filter(not_audit)
             .with_filter(filter)
             .boxed()

@@ -29,6 +29,28 @@ use opentelemetry_proto::tonic::trace::v1::Span;
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::util::SubscriberInitExt as _;
 
+/// Everything the subscriber wrote.
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let mut bytes = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        bytes.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
+    type Writer = Self;
+    fn make_writer(&'a self) -> Self {
+        self.clone()
+    }
+}
+
 /// The spans the receiver got.
 #[derive(Clone, Default)]
 struct Receiver(Arc<Mutex<Vec<Span>>>);
@@ -104,11 +126,12 @@ async fn spans_reach_the_collector_and_the_trace_reaches_didit() {
             .await
     });
     let tracing = Tracing::with_endpoint(&format!("http://{collector}")).unwrap();
+    let logs = Captured::default();
     telemetry::subscriber_with_tracer(
         true,
         false,
         EnvFilter::new("info"),
-        std::io::sink,
+        logs.clone(),
         Some(tracing.tracer()),
     )
     .init();
@@ -211,6 +234,16 @@ async fn spans_reach_the_collector_and_the_trace_reaches_didit() {
         seen[0]["traceparent"].to_str().unwrap(),
         format!("00-{caller_trace}-{}-01", hex(&client.span_id))
     );
+    // The call's log line names the trace and the server span.
+    let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    let call: serde_json::Value = text
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .find(|l| l["message"] == "call failed")
+        .unwrap_or_else(|| panic!("no call line in\n{text}"));
+    assert_eq!(call["trace_id"], caller_trace, "{call}");
+    assert_eq!(call["span_id"], hex(&server.span_id), "{call}");
+    assert_eq!(call["reason"], "SESSION_NOT_FOUND");
     // No key in any span.
     let exported = format!("{server:?}{client:?}");
     for app in didit_sandbox::demo_applications() {

@@ -367,7 +367,7 @@ fn client_span(url: &str, attempt: u32) -> tracing::Span {
             )
         })
         .unwrap_or_default();
-    tracing::info_span!(
+    let span = tracing::info_span!(
         "upstream",
         "otel.kind" = "client",
         "otel.name" = "POST",
@@ -379,5 +379,9 @@ fn client_span(url: &str, attempt: u32) -> tracing::Span {
         "http.request.resend_count" = attempt.saturating_sub(1),
         "http.response.status_code" = tracing::field::Empty,
         "error.type" = tracing::field::Empty,
-    )
+        trace_id = tracing::field::Empty,
+        span_id = tracing::field::Empty,
+    );
+    crate::otel::record_ids(&span);
+    span
 }

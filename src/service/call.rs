@@ -71,8 +71,11 @@ where
         "rpc.system" = "grpc",
         "rpc.method" = method,
         "rpc.grpc.status_code" = tracing::field::Empty,
+        trace_id = tracing::field::Empty,
+        span_id = tracing::field::Empty,
     );
     crate::otel::continue_trace(&span, traceparent.as_deref());
+    crate::otel::record_ids(&span);
     let record = CallRecord::start(
         &state.metrics,
         method,
