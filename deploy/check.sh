@@ -127,33 +127,9 @@ install_node_tools() {
   sha256sum <"$src/package-lock.json" >"$dir/.stamp"
 }
 
-# promtool from Debian's prometheus package, unpacked (not installed) into
-# the tools dir: `apt-get download` + `dpkg -x`, redone only when the
-# candidate version changes. A promtool already on PATH is used as is.
+# promtool from Debian's prometheus package (or PATH): see the script.
 install_promtool() {
-  local dir=$tools/prometheus version
-  if command -v promtool >/dev/null; then
-    command -v promtool
-    return
-  fi
-  command -v apt-get >/dev/null || die "promtool not found and no apt-get to fetch it"
-  version=$(apt-cache policy prometheus 2>/dev/null | sed -n 's/^ *Candidate: //p')
-  if [ -z "$version" ] || [ "$version" = "(none)" ]; then
-    [ "$(id -u)" = 0 ] || die "need promtool (Debian package prometheus): install it first"
-    quietly apt-get update -qq
-    version=$(apt-cache policy prometheus | sed -n 's/^ *Candidate: //p')
-  fi
-  if [ -x "$dir/usr/bin/promtool" ] && [ "$(cat "$dir/.stamp" 2>/dev/null)" = "$version" ]; then
-    printf '%s\n' "$dir/usr/bin/promtool"
-    return
-  fi
-  rm -rf "$dir"
-  mkdir -p "$dir/deb"
-  (cd "$dir/deb" && quietly apt-get download prometheus)
-  quietly dpkg -x "$dir"/deb/prometheus_*.deb "$dir"
-  rm -rf "${dir:?}/deb" "${dir:?}/usr/share" "${dir:?}/usr/bin/prometheus"
-  printf '%s\n' "$version" >"$dir/.stamp"
-  printf '%s\n' "$dir/usr/bin/promtool"
+  "$deploy/tools/install-promtool.sh" "$tools" || die "cannot install promtool"
 }
 
 install_python_tools
@@ -203,6 +179,7 @@ check "yamllint deploy/kubernetes" \
   "$deploy/tools/prometheusrule.test.yaml"
 check "shellcheck deploy/check.sh" shellcheck "$deploy/check.sh"
 check "shellcheck proto/check.sh" shellcheck proto/check.sh
+check "shellcheck deploy/tools/install-promtool.sh" shellcheck "$deploy/tools/install-promtool.sh"
 check "hadolint deploy/Dockerfile" \
   hadolint --no-color --config "$deploy/.hadolint.yaml" "$deploy/Dockerfile"
 check "mesh gateway.toml = base outside [auth]" \

@@ -1,7 +1,7 @@
 //! The admin HTTP port (`server.admin_listen`): `/healthz` (the process is
 //! up), `/readyz` (serving and not draining; never tied to Didit, so a
 //! Didit outage cannot make every pod unready at once) and `/metrics`
-//! (Prometheus text). [`crate::app::start`] runs it beside the gRPC server
+//! (OpenMetrics or Prometheus text, as `Accept` asks). [`crate::app::start`] runs it beside the gRPC server
 //! and closes it after the drain.
 
 use std::sync::Arc;
@@ -9,11 +9,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use axum::Router;
 use axum::extract::State;
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use tokio::net::TcpListener;
 
+use crate::exposition::Format;
 use crate::metrics::Metrics;
 
 /// What the admin endpoints read.
@@ -23,6 +24,9 @@ pub struct AdminState {
     pub metrics: Metrics,
     /// True between "config loaded, servers up" and "shutdown began".
     pub ready: Arc<AtomicBool>,
+    /// The state store, whose memory backend's replay records the
+    /// `dsg_import_replay_*` gauges show at each scrape.
+    pub store: crate::state::StateStore,
 }
 
 /// The admin routes.
@@ -42,13 +46,23 @@ async fn readyz(State(state): State<AdminState>) -> impl IntoResponse {
     }
 }
 
-async fn metrics(State(state): State<AdminState>) -> impl IntoResponse {
+/// OpenMetrics when the scraper's `Accept` asks for it, else the
+/// Prometheus text format 0.0.4.
+async fn metrics(State(state): State<AdminState>, headers: HeaderMap) -> impl IntoResponse {
+    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
+    let format = Format::negotiate(accept);
+    if let Some((entries, bytes)) = state.store.memory_usage().await {
+        let metrics = &state.metrics;
+        metrics
+            .replay_entries
+            .set(i64::try_from(entries).unwrap_or(i64::MAX));
+        metrics
+            .replay_bytes
+            .set(i64::try_from(bytes).unwrap_or(i64::MAX));
+    }
     (
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        state.metrics.encode(),
+        [(header::CONTENT_TYPE, format.content_type())],
+        state.metrics.encode_as(format),
     )
 }
 

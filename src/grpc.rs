@@ -151,6 +151,7 @@ pub async fn serve(
         .layer(Shed::layer(
             options.max_concurrent_requests,
             state.metrics.clone(),
+            tenant_labeler(&state),
         ))
         // Innermost: the codec's OUT_OF_RANGE for an oversized message
         // becomes RESOURCE_EXHAUSTED.
@@ -284,4 +285,14 @@ async fn set_health(reporter: &HealthReporter, status: ServingStatus) {
     for name in SERVICE_NAMES {
         reporter.set_service_status(name, status).await;
     }
+}
+
+/// Names a refused call's tenant as the per-call record does: a configured
+/// tenant id or `unknown`, so the label's cardinality stays bounded.
+fn tenant_labeler(state: &Arc<AppState>) -> crate::limits::TenantLabeler {
+    let state = Arc::clone(state);
+    Arc::new(move |id| match state.settings().tenants.resolve(id) {
+        Ok(tenant) => tenant.id.clone(),
+        Err(_) => "unknown".to_owned(),
+    })
 }

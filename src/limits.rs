@@ -28,6 +28,8 @@ pub trait Admit: Clone + Send + Sync + 'static {
     type Permit: Send + 'static;
     /// `Err` answers the call at once with that error.
     fn admit(&self, headers: &http::HeaderMap) -> Result<Self::Permit, GatewayError>;
+    /// Told of each call `admit` refused (to count it), with the call's path.
+    fn refused(&self, _path: &str, _headers: &http::HeaderMap, _error: &GatewayError) {}
 }
 
 /// A tower layer applying an [`Admit`] policy to the share and import
@@ -80,6 +82,8 @@ where
                 })
             }
             Err(err) => {
+                self.policy
+                    .refused(request.uri().path(), request.headers(), &err);
                 let status = Status::from(err);
                 Box::pin(async move { Ok(status.into_http()) })
             }
@@ -89,19 +93,43 @@ where
 
 /// Sheds calls beyond `max` concurrent ones with RESOURCE_EXHAUSTED /
 /// `OVERLOADED` at once, rather than queueing them without bound.
+/// A shed call is counted in `dsg_grpc_requests_total` and
+/// `dsg_grpc_errors_total` like a call that ran (it never reaches the
+/// per-call record), its tenant label named by a [`TenantLabeler`].
 #[derive(Clone)]
 pub struct Shed {
     permits: Arc<Semaphore>,
     metrics: Metrics,
+    tenant_label: TenantLabeler,
 }
+
+/// The metric label of the tenant a call names in `x-tenant-id` (its
+/// header value, if any): a configured tenant id, or `unknown`.
+pub type TenantLabeler = Arc<dyn Fn(Option<&str>) -> String + Send + Sync>;
 
 impl Shed {
     /// At most `max` calls at once.
-    pub fn layer(max: usize, metrics: Metrics) -> AdmissionLayer<Self> {
+    pub fn layer(
+        max: usize,
+        metrics: Metrics,
+        tenant_label: TenantLabeler,
+    ) -> AdmissionLayer<Self> {
         AdmissionLayer(Self {
             permits: Arc::new(Semaphore::new(max)),
             metrics,
+            tenant_label,
         })
+    }
+}
+
+/// The method label of a gRPC path (`/pkg.Service/Method`).
+fn method_label(path: &str) -> &'static str {
+    match path.rsplit('/').next() {
+        Some("ShareSession") => "ShareSession",
+        Some("ImportSharedSession") => "ImportSharedSession",
+        Some("GetSession") => "GetSession",
+        Some("WatchSessionEvents") => "WatchSessionEvents",
+        _ => "unknown",
     }
 }
 
@@ -113,5 +141,20 @@ impl Admit for Shed {
             self.metrics.shed.inc();
             GatewayError::Overloaded
         })
+    }
+
+    fn refused(&self, path: &str, headers: &http::HeaderMap, error: &GatewayError) {
+        let tenant = (self.tenant_label)(
+            headers
+                .get(crate::tenant::TENANT_HEADER)
+                .and_then(|v| v.to_str().ok()),
+        );
+        let (code, reason) = error.code_and_reason();
+        self.metrics.count_call(
+            method_label(path),
+            &tenant,
+            crate::service::code_name(code),
+            reason,
+        );
     }
 }

@@ -23,6 +23,20 @@ pub struct RpcLabels {
     pub code: &'static str,
 }
 
+/// Labels of a failed gRPC call: its code and the ErrorInfo reason.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RpcErrorLabels {
+    /// The RPC's method name.
+    pub method: &'static str,
+    /// A configured tenant id, or `unknown`.
+    pub tenant: String,
+    /// The gRPC code name (never `OK`).
+    pub code: &'static str,
+    /// The ErrorInfo reason (`OVERLOADED`, `SESSION_NOT_FOUND`, ...), or
+    /// `UNSPECIFIED` when the answer carries none (a cancelled call).
+    pub reason: &'static str,
+}
+
 /// Labels of a latency observation of a gRPC call.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RpcLatencyLabels {
@@ -80,8 +94,11 @@ fn latency_histogram() -> Histogram {
 #[derive(Clone)]
 pub struct Metrics {
     registry: Arc<Registry>,
-    /// gRPC calls by method, tenant and code.
+    /// gRPC calls by method, tenant and code, including calls refused by
+    /// admission control before they ran.
     pub rpcs: Family<RpcLabels, Counter>,
+    /// Failed gRPC calls by method, tenant, code and ErrorInfo reason.
+    pub rpc_errors: Family<RpcErrorLabels, Counter>,
     /// gRPC call latency by method and tenant (seconds).
     pub rpc_latency: HistogramFamily<RpcLatencyLabels>,
     /// gRPC calls being served now.
@@ -112,6 +129,12 @@ pub struct Metrics {
     pub state_available: Gauge,
     /// Import tasks running upstream work detached from their callers.
     pub detached_in_flight: Gauge,
+    /// Approximate heap bytes the replay store holds.
+    pub replay_bytes: Gauge,
+    /// Entries the replay store holds.
+    pub replay_entries: Gauge,
+    /// The replay store's byte bound (`replay.max_bytes`).
+    pub replay_max_bytes: Gauge,
     /// Calls shed by the concurrency limit.
     pub shed: Counter,
     /// Requests to Didit refused by the tenant's Didit budget.
@@ -135,12 +158,20 @@ impl Default for Metrics {
 impl Metrics {
     /// A fresh registry with every metric registered under `dsg_`.
     pub fn new() -> Self {
-        let mut registry = Registry::with_prefix("dsg");
+        let mut root = Registry::default();
+        root.register_collector(Box::new(crate::process_metrics::ProcessCollector));
+        let registry = root.sub_registry_with_prefix("dsg");
         let rpcs = Family::default();
         registry.register(
             "grpc_requests",
-            "gRPC calls by method, tenant and code",
+            "gRPC calls by method, tenant and code, including calls refused by admission control",
             rpcs.clone(),
+        );
+        let rpc_errors = Family::default();
+        registry.register(
+            "grpc_errors",
+            "Failed gRPC calls by method, tenant, code and ErrorInfo reason",
+            rpc_errors.clone(),
         );
         let rpc_latency: HistogramFamily<RpcLatencyLabels> =
             Family::new_with_constructor(latency_histogram);
@@ -234,6 +265,24 @@ impl Metrics {
             "Import tasks doing upstream work detached from their callers",
             detached_in_flight.clone(),
         );
+        let replay_bytes = Gauge::default();
+        registry.register(
+            "import_replay_bytes",
+            "Approximate bytes held by the replay store",
+            replay_bytes.clone(),
+        );
+        let replay_entries = Gauge::default();
+        registry.register(
+            "import_replay_entries",
+            "Entries held by the replay store",
+            replay_entries.clone(),
+        );
+        let replay_max_bytes = Gauge::default();
+        registry.register(
+            "import_replay_max_bytes",
+            "The replay store's byte bound",
+            replay_max_bytes.clone(),
+        );
         let shed = Counter::default();
         registry.register(
             "shed_requests",
@@ -287,8 +336,9 @@ impl Metrics {
             let _ = coalesced_waiters.get_or_create(&label);
         }
         Self {
-            registry: Arc::new(registry),
+            registry: Arc::new(root),
             rpcs,
+            rpc_errors,
             rpc_latency,
             rpcs_in_flight,
             upstream_requests,
@@ -304,6 +354,9 @@ impl Metrics {
             import_recoveries,
             state_available,
             detached_in_flight,
+            replay_bytes,
+            replay_entries,
+            replay_max_bytes,
             shed,
             tenant_rate_limited,
             budget_waits,
@@ -313,11 +366,55 @@ impl Metrics {
         }
     }
 
-    /// The Prometheus text exposition of every metric.
+    /// Counts one answered call: `dsg_grpc_requests_total` and, when
+    /// `code` is not `OK`, `dsg_grpc_errors_total` with its `reason` (an
+    /// empty reason is exported as `UNSPECIFIED`).
+    pub fn count_call(
+        &self,
+        method: &'static str,
+        tenant: &str,
+        code: &'static str,
+        reason: &'static str,
+    ) {
+        self.rpcs
+            .get_or_create(&RpcLabels {
+                method,
+                tenant: tenant.to_owned(),
+                code,
+            })
+            .inc();
+        if code != "OK" {
+            self.rpc_errors
+                .get_or_create(&RpcErrorLabels {
+                    method,
+                    tenant: tenant.to_owned(),
+                    code,
+                    reason: if reason.is_empty() {
+                        "UNSPECIFIED"
+                    } else {
+                        reason
+                    },
+                })
+                .inc();
+        }
+    }
+
+    /// Every metric in the OpenMetrics text format.
     pub fn encode(&self) -> String {
         let mut out = String::new();
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
+    }
+
+    /// Every metric in `format`.
+    pub fn encode_as(&self, format: crate::exposition::Format) -> String {
+        let openmetrics = self.encode();
+        match format {
+            crate::exposition::Format::OpenMetrics => openmetrics,
+            crate::exposition::Format::Prometheus => {
+                crate::exposition::to_prometheus_text(&openmetrics)
+            }
+        }
     }
 }

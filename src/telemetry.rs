@@ -7,6 +7,9 @@
 
 use std::io::IsTerminal as _;
 
+use crate::otel::{Tracing, TracingError};
+
+use opentelemetry_sdk::trace::SdkTracer;
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::Layer as _;
 use tracing_subscriber::filter::{Targets, filter_fn};
@@ -37,14 +40,19 @@ impl LogFormat {
     }
 }
 
-/// Installs the global subscriber (and routes `log` records into it).
-/// Call once, first thing in `main`.
-pub fn init(format: LogFormat) {
+/// Installs the global subscriber (and routes `log` records into it),
+/// with OpenTelemetry tracing when the environment asks for it
+/// ([`crate::otel`]). Call once, first thing in `main`, inside the Tokio
+/// runtime's context; shut the returned tracing down at exit.
+pub fn init(format: LogFormat) -> Result<Option<Tracing>, TracingError> {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     // Colours only for a person at a terminal, not for `--log-format text`
     // redirected to a file.
     let ansi = std::io::stdout().is_terminal();
-    subscriber(format.is_json(), ansi, filter, std::io::stdout).init();
+    let tracing = Tracing::from_env()?;
+    let tracer = tracing.as_ref().map(Tracing::tracer);
+    subscriber_with_tracer(format.is_json(), ansi, filter, std::io::stdout, tracer).init();
+    Ok(tracing)
 }
 
 /// The subscriber [`init`] installs, writing to `writer` instead of
@@ -59,6 +67,21 @@ pub fn subscriber<W>(
 where
     W: for<'w> MakeWriter<'w> + Clone + Send + Sync + 'static,
 {
+    subscriber_with_tracer(json, ansi, filter, writer, None)
+}
+
+/// [`subscriber`], plus spans to `tracer` when there is one: the gateway's
+/// own spans only (target `didit_share_gateway`, not audit events).
+pub fn subscriber_with_tracer<W>(
+    json: bool,
+    ansi: bool,
+    filter: EnvFilter,
+    writer: W,
+    tracer: Option<SdkTracer>,
+) -> Box<dyn tracing::Subscriber + Send + Sync>
+where
+    W: for<'w> MakeWriter<'w> + Clone + Send + Sync + 'static,
+{
     let not_audit = filter_fn(|meta| meta.target() != crate::audit::TARGET);
     let operational = tracing_subscriber::fmt::layer()
         .with_target(false)
@@ -68,6 +91,7 @@ where
             .json()
             .flatten_event(true)
             .with_current_span(false)
+            .map_event_format(crate::otel::WithTraceIds)
             .with_filter(not_audit)
             .with_filter(filter)
             .boxed()
@@ -87,7 +111,24 @@ where
         .with_target(true)
         .with_writer(writer)
         .with_filter(Targets::new().with_target(crate::audit::TARGET, tracing::Level::INFO));
-    Box::new(tracing_subscriber::registry().with(operational).with(audit))
+    let otel = tracer.map(|tracer| {
+        tracing_opentelemetry::layer()
+            .with_tracer(tracer)
+            .with_filter(
+                Targets::new()
+                    .with_target(
+                        crate::audit::TARGET,
+                        tracing::level_filters::LevelFilter::OFF,
+                    )
+                    .with_target("didit_share_gateway", tracing::Level::INFO),
+            )
+    });
+    Box::new(
+        tracing_subscriber::registry()
+            .with(operational)
+            .with(audit)
+            .with(otel),
+    )
 }
 
 #[cfg(test)]

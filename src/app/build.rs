@@ -48,6 +48,9 @@ pub(super) fn state(
     drain_delay: Option<Duration>,
 ) -> Result<(Arc<AppState>, ServeOptions), StartError> {
     let settings = settings(config)?;
+    metrics
+        .replay_max_bytes
+        .set(i64::try_from(config.replay.max_bytes).unwrap_or(i64::MAX));
     let budgets = DiditBudget::new(store.clone(), config.upstream.budget_wait, metrics.clone());
     let client = DiditClient::new(config.upstream.clone(), metrics.clone())?.with_budgets(budgets);
     let gateway = Gateway::new(

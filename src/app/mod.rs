@@ -147,6 +147,7 @@ pub async fn start(mut config: Config, options: StartOptions) -> Result<Running,
     let admin_state = AdminState {
         metrics: state.metrics.clone(),
         ready: Arc::clone(&ready),
+        store: state.gateway.store().clone(),
     };
     let admin = tokio::spawn(admin_http::serve(admin_listener, admin_state, async {
         let _ = admin_stopped.await;

@@ -65,7 +65,6 @@ fn main() -> ExitCode {
     if let Some(path) = &cli.check_config {
         return check_config(path, cli.json);
     }
-    telemetry::init(cli.log_format);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(err) => {
@@ -73,7 +72,19 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_UNAVAILABLE);
         }
     };
-    runtime.block_on(run(cli))
+    // The OTLP exporter's gRPC channel runs on the runtime.
+    let tracing = match runtime.block_on(async { telemetry::init(cli.log_format) }) {
+        Ok(tracing) => tracing,
+        Err(err) => {
+            eprintln!("didit-share-gateway: {err}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let code = runtime.block_on(run(cli));
+    if let Some(tracing) = tracing {
+        tracing.shutdown();
+    }
+    code
 }
 
 async fn run(cli: Cli) -> ExitCode {
@@ -199,6 +210,15 @@ mod sandbox_mode {
         /// password in it is kept in a private temporary file, never logged).
         #[arg(long, env = "DSG_SANDBOX_REDIS_URL", value_name = "URL")]
         redis_url: Option<String>,
+        /// The demo tenants' `rate_limit_per_minute` in --sandbox mode.
+        #[arg(
+            long,
+            env = "DSG_RATE_LIMIT_PER_MINUTE",
+            value_name = "N",
+            default_value_t = didit_share_gateway::config::TenantConfig::DEFAULT_RATE_LIMIT_PER_MINUTE,
+            value_parser = clap::value_parser!(u32).range(1..)
+        )]
+        rate_limit_per_minute: u32,
     }
 
     /// `--state`.
@@ -274,6 +294,9 @@ mod sandbox_mode {
             .await
             .map_err(|err| unavailable(&format!("cannot start the sandbox: {err}")))?;
         let mut config = app::sandbox_config(&started.base_url());
+        for tenant in &mut config.tenants {
+            tenant.rate_limit_per_minute = options.rate_limit_per_minute;
+        }
         let secrets = match redis_url {
             None => None,
             Some(url) => {

@@ -14,6 +14,7 @@ use bytes::Bytes;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::time::Instant;
+use tracing::Instrument as _;
 
 use super::classify::{Endpoint, classify, parse_retry_after, reset_after};
 use super::failure::DiditError;
@@ -132,6 +133,7 @@ impl DiditClient {
             }
             let result = self
                 .attempt(endpoint, &url, key, body.clone(), secrets, ctx)
+                .instrument(client_span(&url, attempt))
                 .await;
             let err = match result {
                 Ok(ok) => return Ok(ok),
@@ -234,7 +236,11 @@ impl DiditClient {
         if !ctx.request_id.is_empty() {
             builder = builder.header("x-request-id", &ctx.request_id);
         }
-        if let Some(traceparent) = &ctx.traceparent {
+        // With tracing on, Didit's parent is this attempt's client span.
+        let span = tracing::Span::current();
+        if let Some(traceparent) =
+            crate::otel::traceparent(&span).or_else(|| ctx.traceparent.clone())
+        {
             builder = builder.header("traceparent", traceparent);
         }
         let started = std::time::Instant::now();
@@ -248,6 +254,19 @@ impl DiditClient {
                 endpoint: endpoint.label(),
             })
             .observe(elapsed.as_secs_f64());
+        match &outcome {
+            Ok((status, ..)) => {
+                span.record("http.response.status_code", i64::from(*status));
+                if *status >= 400 {
+                    span.record("otel.status_code", "ERROR");
+                    span.record("error.type", status.to_string());
+                }
+            }
+            Err(_) => {
+                span.record("otel.status_code", "ERROR");
+                span.record("error.type", "transport");
+            }
+        }
         let status_label = match &outcome {
             Ok((status, ..)) => status.to_string(),
             Err(_) => "error".to_owned(),
@@ -404,4 +423,37 @@ fn transport_error(err: reqwest::Error) -> AttemptError {
             maybe_sent: true,
         }
     }
+}
+
+/// The client span of one Didit attempt (OpenTelemetry HTTP semantic
+/// conventions): method, URL without query, server address; the status
+/// is recorded when the answer arrives. Never a key, token or body field.
+fn client_span(url: &str, attempt: u32) -> tracing::Span {
+    let url = crate::otel::url_without_query(url);
+    let (address, port) = reqwest::Url::parse(url)
+        .ok()
+        .map(|u| {
+            (
+                u.host_str().unwrap_or_default().to_owned(),
+                u.port_or_known_default(),
+            )
+        })
+        .unwrap_or_default();
+    let span = tracing::info_span!(
+        "upstream",
+        "otel.kind" = "client",
+        "otel.name" = "POST",
+        "otel.status_code" = tracing::field::Empty,
+        "http.request.method" = "POST",
+        "url.full" = url,
+        "server.address" = %address,
+        "server.port" = port.map(i64::from),
+        "http.request.resend_count" = attempt.saturating_sub(1),
+        "http.response.status_code" = tracing::field::Empty,
+        "error.type" = tracing::field::Empty,
+        trace_id = tracing::field::Empty,
+        span_id = tracing::field::Empty,
+    );
+    crate::otel::record_ids(&span);
+    span
 }

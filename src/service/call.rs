@@ -73,6 +73,23 @@ where
         Ok(None) => "-".to_owned(),
         Err(err) => format!("<{err}>"),
     };
+    let traceparent =
+        upstream_traceparent(metadata.get("traceparent").and_then(|v| v.to_str().ok()));
+    let span = tracing::info_span!(
+        "rpc",
+        %request_id,
+        tenant = %tenant_label,
+        method,
+        "otel.kind" = "server",
+        "otel.name" = method,
+        "rpc.system" = "grpc",
+        "rpc.method" = method,
+        "rpc.grpc.status_code" = tracing::field::Empty,
+        trace_id = tracing::field::Empty,
+        span_id = tracing::field::Empty,
+    );
+    crate::otel::continue_trace(&span, Some(&traceparent));
+    crate::otel::record_ids(&span);
     let span = tracing::info_span!("rpc", %request_id, tenant = %tenant_label, method);
     let audit = settings.audit.enabled.then(AuditFields::default);
     let upstream_status = UpstreamStatus::default();
@@ -102,15 +119,18 @@ where
                 budget,
             }),
             request_id: request_id.clone(),
-            traceparent: Some(upstream_traceparent(
-                metadata.get("traceparent").and_then(|v| v.to_str().ok()),
-            )),
+            traceparent: Some(traceparent),
             upstream_status,
         };
         work(tenant, ctx, message, audit.unwrap_or_default()).await
     }
     .instrument(span.clone())
     .await;
+    let code = match &result {
+        Ok(_) => tonic::Code::Ok,
+        Err(err) => err.code_and_reason().0,
+    };
+    span.record("rpc.grpc.status_code", code as i32);
     span.in_scope(|| record.finish(result.as_ref().err()));
     let id_value = MetadataValue::try_from(request_id.as_str()).ok();
     match result {

@@ -7,7 +7,7 @@ use tonic::Code;
 use super::call::code_name;
 use crate::audit::{AuditEvent, AuditFields, UpstreamStatus};
 use crate::error::GatewayError;
-use crate::metrics::{Metrics, RpcLabels, RpcLatencyLabels};
+use crate::metrics::{Metrics, RpcLatencyLabels};
 
 /// Who made the call and for which tenant, as the record reports it.
 pub(super) struct CallLabels {
@@ -84,13 +84,7 @@ impl<'a> CallRecord<'a> {
             })
             .observe(elapsed.as_secs_f64());
         self.metrics
-            .rpcs
-            .get_or_create(&RpcLabels {
-                method,
-                tenant: tenant.clone(),
-                code: code_name(code),
-            })
-            .inc();
+            .count_call(method, tenant, code_name(code), reason);
         self.audit(code, reason, error);
         // Whole microseconds: enough precision, no float noise in the logs.
         let latency_ms = elapsed.as_micros() as f64 / 1e3;

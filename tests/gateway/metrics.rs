@@ -64,13 +64,19 @@ fn value(all: &[Sample], name: &str, labels: &[(&str, &str)]) -> Option<f64> {
     (!matching.is_empty()).then(|| matching.iter().map(|s| s.value).sum())
 }
 
+/// What Prometheus sends: OpenMetrics preferred, the 0.0.4 text accepted.
+const PROMETHEUS_ACCEPT: &str = "application/openmetrics-text;version=1.0.0;q=0.5,application/openmetrics-text;version=0.0.1;q=0.4,text/plain;version=0.0.4;q=0.3,*/*;q=0.2";
+
 async fn scrape(env: &TestEnv) -> (String, String) {
-    let response = env
-        .http
-        .get(format!("http://{}/metrics", env.admin_addr))
-        .send()
-        .await
-        .unwrap();
+    scrape_as(env, Some(PROMETHEUS_ACCEPT)).await
+}
+
+async fn scrape_as(env: &TestEnv, accept: Option<&str>) -> (String, String) {
+    let mut request = env.http.get(format!("http://{}/metrics", env.admin_addr));
+    if let Some(accept) = accept {
+        request = request.header("accept", accept);
+    }
+    let response = request.send().await.unwrap();
     assert_eq!(response.status().as_u16(), 200);
     let content_type = response.headers()["content-type"]
         .to_str()
@@ -264,8 +270,28 @@ async fn every_documented_series_is_exported() {
     );
     at_least("dsg_upstream_retries_total", &[("endpoint", "share")], 1.0);
 
-    // Admission control.
+    // Admission control. A shed call never runs, yet it is counted as a
+    // call, with its code and reason, like every other answer.
     at_least("dsg_shed_requests_total", &[], 1.0);
+    let shed = value(&all, "dsg_shed_requests_total", &[]);
+    let overloaded = [
+        ("method", "ShareSession"),
+        ("tenant", "service-x"),
+        ("code", "RESOURCE_EXHAUSTED"),
+    ];
+    assert_eq!(value(&all, "dsg_grpc_requests_total", &overloaded), shed);
+    assert_eq!(
+        value(
+            &all,
+            "dsg_grpc_errors_total",
+            &[
+                ("method", "ShareSession"),
+                ("tenant", "service-x"),
+                ("reason", "OVERLOADED")
+            ]
+        ),
+        shed
+    );
     assert_eq!(
         value(
             &all,
@@ -274,6 +300,55 @@ async fn every_documented_series_is_exported() {
         ),
         Some(1.0)
     );
+
+    // Failed calls by reason.
+    assert_eq!(
+        value(
+            &all,
+            "dsg_grpc_errors_total",
+            &[
+                ("method", "ImportSharedSession"),
+                ("tenant", "service-y"),
+                ("code", "ALREADY_EXISTS"),
+                ("reason", "ALREADY_IMPORTED")
+            ]
+        ),
+        Some(1.0)
+    );
+    at_least(
+        "dsg_grpc_errors_total",
+        &[
+            ("tenant", "unknown"),
+            ("code", "UNAUTHENTICATED"),
+            ("reason", "UNKNOWN_TENANT"),
+        ],
+        1.0,
+    );
+    assert_eq!(
+        value(&all, "dsg_grpc_errors_total", &[("code", "OK")]),
+        None,
+        "a success is not an error"
+    );
+
+    // The replay store's size: one stored import, within the default bound.
+    assert_eq!(value(&all, "dsg_import_replay_entries", &[]), Some(1.0));
+    at_least("dsg_import_replay_bytes", &[], 1000.0);
+    assert_eq!(
+        value(&all, "dsg_import_replay_max_bytes", &[]),
+        Some(64.0 * 1024.0 * 1024.0)
+    );
+
+    // The process itself.
+    for name in [
+        "process_cpu_seconds_total",
+        "process_resident_memory_bytes",
+        "process_open_fds",
+        "process_max_fds",
+        "process_start_time_seconds",
+    ] {
+        at_least(name, &[], 0.0);
+    }
+    at_least("process_resident_memory_bytes", &[], 1.0);
 
     // De-duplication and replay.
     assert_eq!(
@@ -410,6 +485,138 @@ async fn a_caller_that_goes_away_is_not_counted_in_flight_forever() {
             "dsg_grpc_requests_in_flight stuck at {in_flight:?}"
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    env.stop().await;
+}
+
+/// Where `promtool` is: `PROMTOOL`, then PATH, then where deploy/check.sh
+/// unpacks it.
+fn promtool() -> Option<std::path::PathBuf> {
+    let candidates = std::env::var_os("PROMTOOL")
+        .map(std::path::PathBuf::from)
+        .into_iter()
+        .chain(std::env::var_os("PATH").into_iter().flat_map(|path| {
+            std::env::split_paths(&path)
+                .map(|dir| dir.join("promtool"))
+                .collect::<Vec<_>>()
+        }))
+        .chain([std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("deploy/.tools/prometheus/usr/bin/promtool")]);
+    candidates.into_iter().find(|p| p.is_file())
+}
+
+/// Checks the structure both formats share, strictly: each family has
+/// one HELP then one TYPE line, every sample belongs to the family
+/// declared just before it, with the suffixes its type allows.
+/// `openmetrics`: counters' TYPE names the family without `_total`, and
+/// the text ends with `# EOF`; otherwise the TYPE names the `_total`
+/// series and there is no `# EOF` nor `# UNIT`.
+fn check_exposition(text: &str, openmetrics: bool) {
+    assert_eq!(
+        text.ends_with("# EOF\n"),
+        openmetrics,
+        "# EOF iff OpenMetrics"
+    );
+    let mut family: Option<(String, String)> = None;
+    let mut help: Option<String> = None;
+    let mut seen = std::collections::HashSet::new();
+    for line in text.lines() {
+        if line == "# EOF" {
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix("# HELP ") {
+            let name = rest.split(' ').next().unwrap();
+            help = Some(name.to_owned());
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = rest.split_once(' ').unwrap();
+            assert_eq!(help.as_deref(), Some(name), "HELP before TYPE: {line}");
+            assert!(seen.insert(name.to_owned()), "family twice: {name}");
+            if kind == "counter" {
+                assert_eq!(name.ends_with("_total"), !openmetrics, "{line}");
+            }
+            assert!(["counter", "gauge", "histogram"].contains(&kind), "{line}");
+            family = Some((name.to_owned(), kind.to_owned()));
+            continue;
+        }
+        assert!(!line.starts_with('#'), "unexpected comment: {line}");
+        let (name, kind) = family.as_ref().expect("a sample before any TYPE");
+        let sample = line.split(['{', ' ']).next().unwrap();
+        let allowed: Vec<String> = match (kind.as_str(), openmetrics) {
+            ("counter", true) => vec![format!("{name}_total")],
+            ("histogram", _) => ["_bucket", "_sum", "_count"]
+                .iter()
+                .map(|s| format!("{name}{s}"))
+                .collect(),
+            _ => vec![name.clone()],
+        };
+        assert!(
+            allowed.iter().any(|a| a == sample),
+            "{sample} is not in {name} ({kind})"
+        );
+        let value = line.rsplit(' ').next().unwrap();
+        assert!(value.parse::<f64>().is_ok(), "value of {line}");
+    }
+}
+
+#[tokio::test]
+async fn metrics_speak_openmetrics_or_the_prometheus_text_format() {
+    let env = TestEnv::start(Default::default()).await;
+    let session = env.create_session("service-x", "user", "Approved").await;
+    env.token_for_y(&session).await;
+    let _ = env
+        .share(
+            "nobody",
+            &session,
+            &demo("service-y").application_id.to_string(),
+            None,
+        )
+        .await;
+
+    let (content_type, openmetrics) = scrape_as(&env, Some(PROMETHEUS_ACCEPT)).await;
+    assert_eq!(
+        content_type,
+        "application/openmetrics-text; version=1.0.0; charset=utf-8"
+    );
+    check_exposition(&openmetrics, true);
+    for accept in [None, Some("text/plain"), Some("*/*")] {
+        let (content_type, text) = scrape_as(&env, accept).await;
+        assert_eq!(
+            content_type, "text/plain; version=0.0.4; charset=utf-8",
+            "{accept:?}"
+        );
+        check_exposition(&text, false);
+        assert!(text.contains("# TYPE dsg_grpc_requests_total counter\n"));
+        assert!(text.contains("# TYPE process_cpu_seconds_total counter\n"));
+    }
+
+    match promtool() {
+        Some(promtool) => {
+            let (_, text) = scrape_as(&env, None).await;
+            let mut child = std::process::Command::new(promtool)
+                .args(["check", "metrics"])
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
+            use std::io::Write as _;
+            child
+                .stdin
+                .take()
+                .unwrap()
+                .write_all(text.as_bytes())
+                .unwrap();
+            let out = child.wait_with_output().unwrap();
+            assert!(
+                out.status.success(),
+                "promtool check metrics:\n{}{}\n{text}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        None => eprintln!("promtool not found: checked with the strict parser only"),
     }
     env.stop().await;
 }

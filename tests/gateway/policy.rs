@@ -572,7 +572,12 @@ async fn audit_events_name_the_partner_and_the_agreement() {
         let all: Vec<String> = captured
             .lines()
             .into_iter()
-            .map(|l| format!("{}/{}/{}", l["target"], l["request_id"], l["fields"]["message"]))
+            .map(|l| {
+                format!(
+                    "{}/{}/{}",
+                    l["target"], l["request_id"], l["fields"]["message"]
+                )
+            })
             .collect();
         assert_eq!(events.len(), 1, "{id}: {events:?}; captured: {all:?}");
         events[0].clone()
