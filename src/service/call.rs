@@ -90,7 +90,6 @@ where
     );
     crate::otel::continue_trace(&span, Some(&traceparent));
     crate::otel::record_ids(&span);
-    let span = tracing::info_span!("rpc", %request_id, tenant = %tenant_label, method);
     let audit = settings.audit.enabled.then(AuditFields::default);
     let upstream_status = UpstreamStatus::default();
     let record = CallRecord::start(
