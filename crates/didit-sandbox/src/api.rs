@@ -1,6 +1,7 @@
-//! The v3 endpoints Didit publishes (share, import-shared, webhook
-//! destinations) and the pipeline every call to them runs through:
-//! count, inject faults, rate-limit, read the body, authenticate, handle.
+//! The v3 write endpoints Didit publishes (share, import-shared, webhook
+//! destinations) and the pipeline every v3 call (these and the reads of
+//! `sessions_api`) runs through: count, inject faults, rate-limit, read
+//! the body, authenticate, handle.
 
 use std::sync::Arc;
 
@@ -11,21 +12,20 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use serde::Serialize;
 use serde_json::{Map, Value, json};
 use uuid::Uuid;
 
 use super::Dialect;
 use super::api_error::{ApiError, Endpoint, detail};
-use super::clock::rfc3339;
 use super::faults::{self, Action};
 use super::input::{Fields, json_object};
-use super::model::{SessionKind, fresh_uuid};
-use super::ratelimit::{Admission, RateHeaders, too_many_requests};
+use super::model::fresh_uuid;
+use super::ratelimit::{Admission, RateHeaders, too_many_reads, too_many_requests};
 use super::router::Shared;
 use super::stats::KeyId;
-use super::store::{Grant, ImportOrder, ImportRefusal, Session, WebhookDestination};
+use super::store::{Grant, ImportOrder, ImportRefusal, WebhookDestination};
 use super::token::Claims;
+use super::webhook_delivery::{self, STATUS_UPDATED};
 
 const API_KEY: HeaderName = HeaderName::from_static("x-api-key");
 /// Bodies above this are refused (Didit's bodies are a few hundred bytes).
@@ -35,6 +35,8 @@ const MIN_TTL: i128 = 60;
 const MAX_TTL: i128 = 86_400;
 /// Didit's documented write limit, named in 429s when none is configured.
 const DIDIT_WRITE_LIMIT: u32 = 300;
+/// Didit's documented read (GET) limit.
+const DIDIT_READ_LIMIT: u32 = 600;
 
 pub(crate) fn routes() -> Router<Arc<Shared>> {
     Router::new()
@@ -51,27 +53,39 @@ async fn share(
 ) -> Response {
     // A path that is not a uuid is simply a session that does not exist.
     let id = path.ok().and_then(|Path(id)| Uuid::parse_str(&id).ok());
-    call(&s, Endpoint::Share, &headers, body, |s, grant, input| {
-        share_session(s, grant, id, input)
-    })
+    call(
+        &s,
+        Endpoint::Share,
+        &headers,
+        Some(body),
+        |s, grant, input| share_session(s, grant, id, input),
+    )
     .await
 }
 
 async fn import(State(s): State<Arc<Shared>>, headers: HeaderMap, body: Body) -> Response {
-    call(&s, Endpoint::Import, &headers, body, import_shared).await
+    call(&s, Endpoint::Import, &headers, Some(body), import_shared).await
 }
 
 async fn webhook(State(s): State<Arc<Shared>>, headers: HeaderMap, body: Body) -> Response {
-    call(&s, Endpoint::Webhook, &headers, body, register_webhook).await
+    call(
+        &s,
+        Endpoint::Webhook,
+        &headers,
+        Some(body),
+        register_webhook,
+    )
+    .await
 }
 
 /// The pipeline shared by the v3 endpoints. `handle` runs synchronously:
-/// no lock is ever held across an `.await`.
-async fn call<F>(
+/// no lock is ever held across an `.await`. Reads pass no `body` (their
+/// input is then an empty object).
+pub(crate) async fn call<F>(
     s: &Shared,
     endpoint: Endpoint,
     headers: &HeaderMap,
-    body: Body,
+    body: Option<Body>,
     handle: F,
 ) -> Response
 where
@@ -92,11 +106,11 @@ where
             retry_after,
         } => {
             s.counters.fault();
-            return injected_error(s, status, retry_after);
+            return injected_error(s, endpoint, status, retry_after);
         }
         Action::RateLimit { retry_after } => {
             s.counters.fault();
-            return too_many_requests(injected_rate_headers(s, retry_after));
+            return limited(endpoint, injected_rate_headers(s, endpoint, retry_after));
         }
     };
 
@@ -116,26 +130,33 @@ async fn process<F>(
     headers: &HeaderMap,
     api_key: Option<&HeaderValue>,
     key_id: Option<&KeyId>,
-    body: Body,
+    body: Option<Body>,
     handle: F,
 ) -> Response
 where
     F: FnOnce(&Shared, Grant, &Map<String, Value>) -> Result<Response, ApiError>,
 {
     let mut rate_headers = None;
-    if let (Some(limiter), Some(key_id)) = (&s.limiter, key_id) {
+    if let (Some(limiter), Some(key_id)) = (s.limiter_for(endpoint), key_id) {
         match limiter.admit(key_id, s.clock.now_ms()) {
             Admission::Allowed(h) => rate_headers = Some(h),
             Admission::Limited(h) => {
                 s.counters.rate_limited();
-                return too_many_requests(h);
+                return limited(endpoint, h);
             }
         }
     }
-    let outcome = match axum::body::to_bytes(body, MAX_BODY).await {
+    let bytes = match body {
+        None => Ok(None),
+        Some(body) => axum::body::to_bytes(body, MAX_BODY).await.map(Some),
+    };
+    let outcome = match bytes {
         Err(_) => Err(ApiError::BodyUnreadable),
         Ok(bytes) => authorize(s, endpoint, api_key)
-            .and_then(|grant| Ok((grant, json_object(headers, &bytes)?)))
+            .and_then(|grant| match bytes {
+                Some(bytes) => Ok((grant, json_object(headers, &bytes)?)),
+                None => Ok((grant, Map::new())),
+            })
             .and_then(|(grant, input)| handle(s, grant, &input)),
     };
     let mut response = match outcome {
@@ -160,34 +181,51 @@ fn authorize(
     let grant = api_key
         .and_then(|k| s.store.grant(k.as_bytes()))
         .ok_or(ApiError::BadCredentials(endpoint))?;
-    if grant.write_sessions {
+    // Reads need any key of the application; writes `write:sessions`.
+    if grant.write_sessions || endpoint.is_read() {
         Ok(grant)
     } else {
         Err(ApiError::NoPermission)
     }
 }
 
-fn injected_error(s: &Shared, status: StatusCode, retry_after: u32) -> Response {
+/// The 429 for `endpoint`: Didit names the write or the read limit.
+fn limited(endpoint: Endpoint, headers: RateHeaders) -> Response {
+    if endpoint.is_read() {
+        too_many_reads(headers)
+    } else {
+        too_many_requests(headers)
+    }
+}
+
+fn injected_error(
+    s: &Shared,
+    endpoint: Endpoint,
+    status: StatusCode,
+    retry_after: u32,
+) -> Response {
     let mut response = (status, axum::Json(detail("Injected fault."))).into_response();
     if status == StatusCode::TOO_MANY_REQUESTS {
-        injected_rate_headers(s, retry_after).apply(response.headers_mut(), true);
+        injected_rate_headers(s, endpoint, retry_after).apply(response.headers_mut(), true);
     }
     response
 }
 
-fn injected_rate_headers(s: &Shared, retry_after: u32) -> RateHeaders {
+fn injected_rate_headers(s: &Shared, endpoint: Endpoint, retry_after: u32) -> RateHeaders {
+    let didit = if endpoint.is_read() {
+        DIDIT_READ_LIMIT
+    } else {
+        DIDIT_WRITE_LIMIT
+    };
     RateHeaders {
-        limit: s
-            .limiter
-            .as_ref()
-            .map_or(DIDIT_WRITE_LIMIT, |l| l.max_writes()),
+        limit: s.limiter_for(endpoint).map_or(didit, |l| l.max_writes()),
         remaining: 0,
         reset: s.clock.now_secs().saturating_add(i64::from(retry_after)),
         retry_after: u64::from(retry_after),
     }
 }
 
-fn json_response(status: StatusCode, body: String) -> Response {
+pub(crate) fn json_response(status: StatusCode, body: String) -> Response {
     let mut response = (status, body).into_response();
     response.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -304,54 +342,8 @@ fn import_shared(
         ImportRefusal::OriginalGone => ApiError::OriginalGone,
         ImportRefusal::WorkflowMissing => ApiError::WorkflowMissing,
     })?;
-    Ok(json_response(StatusCode::CREATED, render_session(&copy)))
-}
-
-/// The fields of a session before its check arrays.
-#[derive(Serialize)]
-struct SessionHead<'a> {
-    session_id: Uuid,
-    session_number: Option<u64>,
-    session_kind: SessionKind,
-    status: &'static str,
-    shared_from_session: Option<Uuid>,
-    vendor_data: Option<&'a str>,
-    workflow_id: Option<&'a str>,
-    created_at: String,
-}
-
-/// A session as Didit returns it: the head fields, then the check arrays
-/// spliced in from their pre-serialized form.
-pub(crate) fn render_session(session: &Session) -> String {
-    let record = session.import.as_ref();
-    let head = SessionHead {
-        session_id: session.id,
-        session_number: record.map(|r| r.session_number),
-        session_kind: session.kind,
-        status: session.status.label(session.kind),
-        shared_from_session: record.map(|r| r.shared_from),
-        vendor_data: record.and_then(|r| r.vendor_data.as_deref()),
-        workflow_id: record.map(|r| r.workflow_id.as_str()),
-        created_at: rfc3339(session.created_at_ms),
-    };
-    // A struct of strings, uuids and integers always serializes.
-    let head = serde_json::to_string(&head).unwrap_or_else(|_| String::from("{}"));
-    splice(&head, &session.checks)
-}
-
-/// Joins two serialized JSON objects into one (`{a},{b}` -> `{a,b}`).
-fn splice(head: &str, tail: &str) -> String {
-    match (head.strip_suffix('}'), tail.strip_prefix('{')) {
-        (Some(h), Some(t)) if h != "{" && t != "}" => {
-            let mut out = String::with_capacity(head.len() + tail.len());
-            out.push_str(h);
-            out.push(',');
-            out.push_str(t);
-            out
-        }
-        (Some("{"), _) => tail.to_owned(),
-        _ => head.to_owned(),
-    }
+    webhook_delivery::notify(s, &copy, STATUS_UPDATED);
+    Ok(json_response(StatusCode::CREATED, copy.render()))
 }
 
 /// `POST /v3/webhook/destinations/`.
@@ -385,7 +377,7 @@ fn register_webhook(
 }
 
 /// An absolute http(s) URL with a host.
-fn is_web_url(url: &str) -> bool {
+pub(crate) fn is_web_url(url: &str) -> bool {
     url.parse::<Uri>().is_ok_and(|uri| {
         matches!(uri.scheme_str(), Some("http" | "https"))
             && uri.host().is_some_and(|h| !h.is_empty())
@@ -395,14 +387,6 @@ fn is_web_url(url: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn splice_joins_objects() {
-        assert_eq!(splice(r#"{"a":1}"#, r#"{"b":[2]}"#), r#"{"a":1,"b":[2]}"#);
-        assert_eq!(splice(r#"{"a":1}"#, "{}"), r#"{"a":1}"#);
-        assert_eq!(splice("{}", r#"{"b":2}"#), r#"{"b":2}"#);
-        assert_eq!(splice(r#"{"a":1}"#, ""), r#"{"a":1}"#);
-    }
 
     #[test]
     fn web_urls() {

@@ -20,12 +20,44 @@ const NO_PERMISSION: &str = "You do not have permission to perform this action."
 pub(crate) type FieldErrors = BTreeMap<String, Vec<String>>;
 
 /// Which v3 endpoint a request reached (stats, faults and auth differ).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub(crate) enum Endpoint {
+    /// `POST /v3/session/{id}/share/`.
     Share,
+    /// `POST /v3/session/import-shared/`.
     Import,
+    /// `POST /v3/webhook/destinations/`.
     Webhook,
+    /// `GET /v3/sessions/`.
+    List,
+    /// `GET /v3/session/{id}/decision/`.
+    Decision,
+}
+
+impl Endpoint {
+    /// The name faults and stats use (`share`, `import`, `webhook`,
+    /// `list`, `decision`).
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Endpoint::Share => "share",
+            Endpoint::Import => "import",
+            Endpoint::Webhook => "webhook",
+            Endpoint::List => "list",
+            Endpoint::Decision => "decision",
+        }
+    }
+
+    /// A GET: any key of the application may call it, and it counts
+    /// against the read limit instead of the write limit.
+    pub(crate) fn is_read(self) -> bool {
+        match self {
+            Endpoint::List | Endpoint::Decision => true,
+            Endpoint::Share | Endpoint::Import | Endpoint::Webhook => false,
+        }
+    }
 }
 
 /// A refusal; [`ApiError::into_response`] picks status and body.
@@ -41,7 +73,8 @@ pub(crate) enum ApiError {
     JsonParse(String),
     /// The body could not be read whole (too large, or the client left).
     BodyUnreadable,
-    /// Field validation failed (required, types, TTL bounds, target app).
+    /// Field validation failed (required, types, TTL bounds, target app,
+    /// list filters).
     Fields(FieldErrors),
     /// Unknown session, not a uuid, or another application's session.
     NotFound,
@@ -78,9 +111,13 @@ impl ApiError {
             ApiError::BadCredentials(Endpoint::Import) if openapi => {
                 (StatusCode::FORBIDDEN, detail(NO_PERMISSION))
             }
-            ApiError::BadCredentials(Endpoint::Share | Endpoint::Import | Endpoint::Webhook) => {
-                (StatusCode::UNAUTHORIZED, detail(BAD_CREDENTIALS))
-            }
+            ApiError::BadCredentials(
+                Endpoint::Share
+                | Endpoint::Import
+                | Endpoint::Webhook
+                | Endpoint::List
+                | Endpoint::Decision,
+            ) => (StatusCode::UNAUTHORIZED, detail(BAD_CREDENTIALS)),
             ApiError::NoPermission => (StatusCode::FORBIDDEN, detail(NO_PERMISSION)),
             ApiError::UnsupportedMediaType(ct) => (
                 StatusCode::BAD_REQUEST,

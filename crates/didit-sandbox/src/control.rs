@@ -1,6 +1,7 @@
 //! The `/_sandbox/` admin endpoints (no API key): list the demo
-//! applications, create and delete sessions, read stats, set faults, move
-//! the clock, add and remove API keys, list webhook destinations.
+//! applications, create, read, change and delete sessions, fire session
+//! webhooks, read stats, set faults, move the clock, add and remove API
+//! keys, list webhook destinations and deliveries.
 
 use std::sync::Arc;
 
@@ -16,12 +17,13 @@ use serde_json::json;
 use uuid::Uuid;
 
 use super::Stats;
-use super::api::render_session;
 use super::api_error::detail;
 use super::faults::{ActiveFaults, FaultSpec};
 use super::model::{SessionKind, Status};
 use super::router::Shared;
+use super::session::Session;
 use super::store::{Counts, Grant, KeyError};
+use super::webhook_delivery::{self, STATUS_UPDATED};
 
 /// Admin bodies are tiny; anything bigger is a mistake.
 const MAX_BODY: usize = 64 * 1024;
@@ -34,8 +36,11 @@ pub(crate) fn routes() -> Router<Arc<Shared>> {
         .route("/_sandbox/sessions", post(create_session))
         .route(
             "/_sandbox/sessions/{id}",
-            get(read_session).delete(delete_session),
+            get(read_session)
+                .patch(change_session)
+                .delete(delete_session),
         )
+        .route("/_sandbox/sessions/{id}/webhooks", post(fire_webhook))
         .route("/_sandbox/stats", get(stats))
         .route(
             "/_sandbox/faults",
@@ -47,6 +52,7 @@ pub(crate) fn routes() -> Router<Arc<Shared>> {
         )
         .route("/_sandbox/api-keys", post(add_key).delete(remove_key))
         .route("/_sandbox/webhook-destinations", get(webhooks))
+        .route("/_sandbox/webhooks", get(deliveries))
 }
 
 fn bad_request(message: &str) -> Response {
@@ -86,14 +92,7 @@ async fn create_session(State(s): State<Arc<Shared>>, body: Body) -> AdminResult
     let new: NewSession = read(body).await?;
     let kind = SessionKind::parse(&new.session_kind)
         .ok_or_else(|| bad_request("session_kind must be \"user\" or \"business\"."))?;
-    let status = Status::parse(kind, &new.status).ok_or_else(|| {
-        bad_request(&format!(
-            "\"{}\" is not a valid status for a {} session. Allowed: {}.",
-            new.status,
-            kind.as_str(),
-            Status::allowed(kind)
-        ))
-    })?;
+    let status = parse_status(kind, &new.status).map_err(|e| bad_request(&e))?;
     let id = s
         .store
         .create_session(new.application_id, kind, status, s.clock.now_ms())
@@ -101,16 +100,81 @@ async fn create_session(State(s): State<Arc<Shared>>, body: Body) -> AdminResult
     Ok((StatusCode::CREATED, Json(json!({ "session_id": id }))).into_response())
 }
 
-async fn read_session(State(s): State<Arc<Shared>>, Path(id): Path<String>) -> AdminResult {
-    let session = Uuid::parse_str(&id)
-        .ok()
-        .and_then(|id| s.store.session(id))
-        .ok_or_else(not_found)?;
+/// `{"application_id", "session": <the decision body>}`.
+fn session_view(session: &Session) -> Response {
     let body = json!({
         "application_id": session.application_id,
-        "session": serde_json::value::RawValue::from_string(render_session(&session)).ok(),
+        "session": serde_json::value::RawValue::from_string(session.render()).ok(),
     });
-    Ok(Json(body).into_response())
+    Json(body).into_response()
+}
+
+fn find_session(s: &Shared, id: &str) -> Option<Arc<Session>> {
+    Uuid::parse_str(id).ok().and_then(|id| s.store.session(id))
+}
+
+/// A status spelled for `kind`, or a message listing the allowed spellings.
+fn parse_status(kind: SessionKind, status: &str) -> Result<Status, String> {
+    Status::parse(kind, status).ok_or_else(|| {
+        format!(
+            "\"{status}\" is not a valid status for a {} session. Allowed: {}.",
+            kind.as_str(),
+            Status::allowed(kind)
+        )
+    })
+}
+
+async fn read_session(State(s): State<Arc<Shared>>, Path(id): Path<String>) -> AdminResult {
+    let session = find_session(&s, &id).ok_or_else(not_found)?;
+    Ok(session_view(&session))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StatusChange {
+    status: String,
+}
+
+/// `PATCH /_sandbox/sessions/{id}`: a new status (spelled for the
+/// session's kind); a change fires `status.updated`.
+async fn change_session(
+    State(s): State<Arc<Shared>>,
+    Path(id): Path<String>,
+    body: Body,
+) -> AdminResult {
+    let session = find_session(&s, &id).ok_or_else(not_found)?;
+    let change: StatusChange = read(body).await?;
+    let status = parse_status(session.kind, &change.status).map_err(|e| bad_request(&e))?;
+    let changed = s
+        .store
+        .set_status(session.id, status)
+        .ok_or_else(not_found)?;
+    if status != session.status {
+        webhook_delivery::notify(&s, &changed, STATUS_UPDATED);
+    }
+    Ok(session_view(&changed))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Fire {
+    webhook_type: String,
+}
+
+/// `POST /_sandbox/sessions/{id}/webhooks`: fires one session event of any
+/// type now; answers 202 with how many deliveries started.
+async fn fire_webhook(
+    State(s): State<Arc<Shared>>,
+    Path(id): Path<String>,
+    body: Body,
+) -> AdminResult {
+    let session = find_session(&s, &id).ok_or_else(not_found)?;
+    let fire: Fire = read(body).await?;
+    if fire.webhook_type.trim().is_empty() {
+        return Err(bad_request("webhook_type may not be blank."));
+    }
+    let started = webhook_delivery::notify(&s, &session, &fire.webhook_type);
+    Ok((StatusCode::ACCEPTED, Json(json!({ "deliveries": started }))).into_response())
 }
 
 async fn delete_session(State(s): State<Arc<Shared>>, Path(id): Path<String>) -> Response {
@@ -227,4 +291,8 @@ async fn remove_key(State(s): State<Arc<Shared>>, body: Body) -> AdminResult {
 
 async fn webhooks(State(s): State<Arc<Shared>>) -> Response {
     Json(s.store.webhooks()).into_response()
+}
+
+async fn deliveries(State(s): State<Arc<Shared>>) -> Response {
+    Json(s.webhooks.list()).into_response()
 }

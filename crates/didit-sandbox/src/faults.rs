@@ -2,12 +2,18 @@
 //! latency, injected error statuses, 429s after n calls, and dropped
 //! connections after the request was really processed.
 //!
-//! Per call to a targeted endpoint the order is: sleep `latency_ms`, then
-//! `fail_next`, then `error_rate`, then `rate_limit_after` (calls refused
-//! by the first two do not use up its allowance), then the request is
-//! processed and `drop_next` / `drop_rate` decide whether its connection
-//! is dropped instead of answered.
+//! The top-level fields apply to the endpoints listed in `endpoints`;
+//! `per_endpoint` sets faults of one endpoint alone (e.g. drop the next
+//! import's answer while reads stay clean), on top of the top-level ones.
+//!
+//! Per call the order is: sleep (the endpoint's own `latency_ms`, else the
+//! top-level one), then the endpoint's own `fail_next`, then the top-level
+//! `fail_next`, `error_rate` and `rate_limit_after` (calls refused before
+//! do not use up its allowance), then the request is processed and the
+//! endpoint's own `drop_next` / `drop_rate`, then the top-level ones,
+//! decide whether its connection is dropped instead of answered.
 
+use std::collections::BTreeMap;
 use std::io;
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
@@ -32,6 +38,28 @@ pub(crate) struct FaultSpec {
     drop_rate: Option<f64>,
     drop_next: Option<u32>,
     endpoints: Option<Vec<Endpoint>>,
+    per_endpoint: Option<BTreeMap<Endpoint, EndpointSpec>>,
+}
+
+/// One endpoint's own faults in a `PUT /_sandbox/faults` body.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EndpointSpec {
+    latency_ms: Option<u64>,
+    fail_next: Option<u32>,
+    error_status: Option<u16>,
+    drop_next: Option<u32>,
+    drop_rate: Option<f64>,
+}
+
+/// One endpoint's own faults in force; counters count down.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub(crate) struct EndpointFaults {
+    latency_ms: u64,
+    fail_next: u32,
+    error_status: u16,
+    drop_next: u32,
+    drop_rate: f64,
 }
 
 /// The faults in force (the PUT and GET answer); counters count down.
@@ -47,6 +75,7 @@ pub(crate) struct ActiveFaults {
     drop_rate: f64,
     drop_next: u32,
     endpoints: Vec<Endpoint>,
+    per_endpoint: BTreeMap<Endpoint, EndpointFaults>,
 }
 
 impl Default for ActiveFaults {
@@ -61,7 +90,40 @@ impl Default for ActiveFaults {
             drop_rate: 0.0,
             drop_next: 0,
             endpoints: vec![Endpoint::Share, Endpoint::Import],
+            per_endpoint: BTreeMap::new(),
         }
+    }
+}
+
+/// A rate in 0..=1 (absent = 0).
+fn rate(name: &str, value: Option<f64>) -> Result<f64, String> {
+    match value {
+        None => Ok(0.0),
+        Some(r) if (0.0..=1.0).contains(&r) => Ok(r),
+        Some(r) => Err(format!("{name} must be between 0 and 1, got {r}")),
+    }
+}
+
+/// An error status in 400..=599 (absent = 503).
+fn error_status(name: &str, value: Option<u16>) -> Result<u16, String> {
+    let status = value.unwrap_or(503);
+    if (400..=599).contains(&status) {
+        Ok(status)
+    } else {
+        Err(format!("{name} must be 400..=599, got {status}"))
+    }
+}
+
+impl EndpointSpec {
+    fn validate(self, endpoint: Endpoint) -> Result<EndpointFaults, String> {
+        let name = |field: &str| format!("per_endpoint.{}.{field}", endpoint.as_str());
+        Ok(EndpointFaults {
+            latency_ms: self.latency_ms.unwrap_or(0),
+            fail_next: self.fail_next.unwrap_or(0),
+            error_status: error_status(&name("error_status"), self.error_status)?,
+            drop_next: self.drop_next.unwrap_or(0),
+            drop_rate: rate(&name("drop_rate"), self.drop_rate)?,
+        })
     }
 }
 
@@ -69,17 +131,13 @@ impl FaultSpec {
     /// Validates the body into the faults to put in force.
     pub(crate) fn validate(self) -> Result<ActiveFaults, String> {
         let defaults = ActiveFaults::default();
-        let rate = |name: &str, value: Option<f64>| match value {
-            None => Ok(0.0),
-            Some(r) if (0.0..=1.0).contains(&r) => Ok(r),
-            Some(r) => Err(format!("{name} must be between 0 and 1, got {r}")),
-        };
-        let error_status = self.error_status.unwrap_or(defaults.error_status);
-        if !(400..=599).contains(&error_status) {
-            return Err(format!(
-                "error_status must be 400..=599, got {error_status}"
-            ));
-        }
+        let error_status = error_status("error_status", self.error_status)?;
+        let per_endpoint = self
+            .per_endpoint
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(endpoint, spec)| Ok((endpoint, spec.validate(endpoint)?)))
+            .collect::<Result<_, String>>()?;
         let endpoints = self.endpoints.unwrap_or(defaults.endpoints);
         if endpoints.is_empty() {
             return Err("endpoints must not be empty".to_owned());
@@ -96,6 +154,7 @@ impl FaultSpec {
             drop_rate: rate("drop_rate", self.drop_rate)?,
             drop_next: self.drop_next.unwrap_or(0),
             endpoints,
+            per_endpoint,
         })
     }
 }
@@ -141,42 +200,58 @@ impl Faults {
 
     /// Decides the fate of one call to `endpoint` (and counts it down).
     pub(crate) fn plan(&self, endpoint: Endpoint) -> Plan {
-        let mut f = self.active.lock().unwrap_or_else(PoisonError::into_inner);
-        if !f.endpoints.contains(&endpoint) {
-            return Plan {
-                latency: None,
-                action: Action::Proceed { drop: false },
-            };
-        }
-        let latency = (f.latency_ms > 0).then(|| Duration::from_millis(f.latency_ms));
-        let fail = StatusCode::from_u16(f.error_status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
-        let retry_after = f.retry_after_seconds;
-        let action = if f.fail_next > 0 {
-            f.fail_next -= 1;
-            Action::Fail {
-                status: fail,
-                retry_after,
-            }
-        } else if chance(f.error_rate) {
-            Action::Fail {
-                status: fail,
-                retry_after,
-            }
-        } else if f.rate_limit_after == Some(0) {
-            Action::RateLimit { retry_after }
-        } else {
-            if let Some(n) = f.rate_limit_after.as_mut() {
-                *n -= 1;
-            }
-            let drop = if f.drop_next > 0 {
-                f.drop_next -= 1;
-                true
-            } else {
-                chance(f.drop_rate)
-            };
-            Action::Proceed { drop }
+        let mut guard = self.active.lock().unwrap_or_else(PoisonError::into_inner);
+        let f = &mut *guard;
+        let targeted = f.endpoints.contains(&endpoint);
+        let mut own = f.per_endpoint.get_mut(&endpoint);
+        let latency_ms = match own.as_ref().map_or(0, |o| o.latency_ms) {
+            0 if targeted => f.latency_ms,
+            own => own,
         };
-        Plan { latency, action }
+        let latency = (latency_ms > 0).then(|| Duration::from_millis(latency_ms));
+        let retry_after = f.retry_after_seconds;
+        let fail = |status: u16| Action::Fail {
+            status: StatusCode::from_u16(status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE),
+            retry_after,
+        };
+        let refused = match own.as_deref_mut() {
+            Some(o) if o.fail_next > 0 => {
+                o.fail_next -= 1;
+                Some(fail(o.error_status))
+            }
+            _ if !targeted => None,
+            _ if f.fail_next > 0 => {
+                f.fail_next -= 1;
+                Some(fail(f.error_status))
+            }
+            _ if chance(f.error_rate) => Some(fail(f.error_status)),
+            _ if f.rate_limit_after == Some(0) => Some(Action::RateLimit { retry_after }),
+            _ => {
+                if let Some(n) = f.rate_limit_after.as_mut() {
+                    *n -= 1;
+                }
+                None
+            }
+        };
+        if let Some(action) = refused {
+            return Plan { latency, action };
+        }
+        let drop = own.is_some_and(|o| count_down_or_chance(&mut o.drop_next, o.drop_rate))
+            || (targeted && count_down_or_chance(&mut f.drop_next, f.drop_rate));
+        Plan {
+            latency,
+            action: Action::Proceed { drop },
+        }
+    }
+}
+
+/// True while `next` counts down, then with probability `rate`.
+fn count_down_or_chance(next: &mut u32, rate: f64) -> bool {
+    if *next > 0 {
+        *next -= 1;
+        true
+    } else {
+        chance(rate)
     }
 }
 
@@ -267,5 +342,58 @@ mod tests {
                 action: Action::Proceed { drop: false }
             }
         );
+    }
+
+    #[test]
+    fn per_endpoint_faults_apply_to_their_endpoint_alone() {
+        let faults = Faults::default();
+        let active = spec(
+            r#"{"endpoints": ["share"], "drop_next": 1, "per_endpoint": {
+                "import": {"drop_next": 1, "latency_ms": 5},
+                "decision": {"fail_next": 1, "error_status": 500}}}"#,
+        );
+        faults.set(active.unwrap_or_default());
+        let import = faults.plan(Endpoint::Import);
+        assert_eq!(import.latency, Some(Duration::from_millis(5)));
+        assert_eq!(import.action, Action::Proceed { drop: true });
+        assert_eq!(
+            faults.plan(Endpoint::Import).action,
+            Action::Proceed { drop: false }
+        );
+        assert!(matches!(
+            faults.plan(Endpoint::Decision).action,
+            Action::Fail {
+                status: StatusCode::INTERNAL_SERVER_ERROR,
+                ..
+            }
+        ));
+        assert_eq!(
+            faults.plan(Endpoint::Decision).action,
+            Action::Proceed { drop: false }
+        );
+        assert_eq!(
+            faults.plan(Endpoint::List).action,
+            Action::Proceed { drop: false }
+        );
+        // The top-level drop still targets share.
+        assert_eq!(
+            faults.plan(Endpoint::Share).action,
+            Action::Proceed { drop: true }
+        );
+        let left = serde_json::to_value(faults.snapshot()).unwrap_or_default();
+        assert_eq!(left["per_endpoint"]["import"]["drop_next"], 0);
+        assert_eq!(left["per_endpoint"]["decision"]["fail_next"], 0);
+    }
+
+    #[test]
+    fn per_endpoint_validation() {
+        assert!(spec(r#"{"per_endpoint": {"delete": {}}}"#).is_err());
+        assert!(spec(r#"{"per_endpoint": {"import": {"drop": 1}}}"#).is_err());
+        let bad_rate = spec(r#"{"per_endpoint": {"list": {"drop_rate": 2}}}"#);
+        assert_eq!(
+            bad_rate,
+            Err("per_endpoint.list.drop_rate must be between 0 and 1, got 2".to_owned())
+        );
+        assert!(spec(r#"{"per_endpoint": {"import": {"error_status": 302}}}"#).is_err());
     }
 }

@@ -6,9 +6,13 @@
 //!
 //! # Layout
 //! - this file: [`Sandbox`] (start/stop handle) and its configuration.
-//! - `router`: shared state and the router; `api`: the v3 endpoints and
-//!   their pipeline; `control`: the `/_sandbox/` admin endpoints.
-//! - `store`: applications, keys, sessions, the one-time import ledger.
+//! - `router`: shared state and the router; `api`: the v3 write endpoints
+//!   and the pipeline of every v3 call; `sessions_api`: the v3 reads (list,
+//!   decision); `control`: the `/_sandbox/` admin endpoints.
+//! - `store`: applications, keys, sessions, the one-time import ledger;
+//!   `session`: a session and its decision-body and list-row shapes.
+//! - `webhook_delivery`: signed, retried webhook deliveries;
+//!   `canonical_json`: the JSON texts they are signed over.
 //! - `demo`: the fixed demo applications and seeded sessions;
 //!   `fixtures`: their check arrays; `model`: kinds and statuses.
 //! - `token`: HS256 share tokens; `clock`: the movable sandbox clock.
@@ -22,6 +26,7 @@
 
 mod api;
 mod api_error;
+mod canonical_json;
 mod clock;
 mod control;
 mod demo;
@@ -31,9 +36,12 @@ mod input;
 mod model;
 mod ratelimit;
 mod router;
+mod session;
+mod sessions_api;
 mod stats;
 mod store;
 mod token;
+mod webhook_delivery;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -42,11 +50,13 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
+use uuid::Uuid;
 
 use router::Shared;
 
 pub use demo::{DemoApplication, SeededSession, Workflows, demo_applications};
 pub use stats::Stats;
+pub use webhook_delivery::{DeliveryOutcome, WebhookDelivery};
 
 /// Which description of Didit's API the sandbox follows where the two
 /// disagree (see this crate's `README.md`).
@@ -88,6 +98,20 @@ impl Default for RateLimit {
             window: Duration::from_secs(60),
         }
     }
+}
+
+/// Why [`Sandbox::add_webhook_destination`] refused a destination.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum DestinationError {
+    /// No such application in this sandbox.
+    #[error("application does not exist")]
+    UnknownApplication,
+    /// Not an absolute http(s) URL with a host.
+    #[error("not an absolute http(s) URL")]
+    InvalidUrl,
+    /// The signing secret is empty.
+    #[error("the webhook secret is empty")]
+    EmptySecret,
 }
 
 /// A running sandbox. Dropping it also shuts the server down (without
@@ -144,9 +168,50 @@ impl Sandbox {
         self.shared.counters.snapshot()
     }
 
+    /// Registers a webhook destination for `application_id`, as
+    /// `POST /v3/webhook/destinations/` does, but with a secret of the
+    /// caller's choosing (the gateway's `--sandbox` mode points the demo
+    /// applications at its own webhook listener this way). It subscribes
+    /// to `status.updated` and `data.updated`. Returns its `uuid`.
+    pub fn add_webhook_destination(
+        &self,
+        application_id: Uuid,
+        url: &str,
+        secret: &str,
+    ) -> Result<Uuid, DestinationError> {
+        if self.shared.store.application(application_id).is_none() {
+            return Err(DestinationError::UnknownApplication);
+        }
+        if !api::is_web_url(url) {
+            return Err(DestinationError::InvalidUrl);
+        }
+        if secret.is_empty() {
+            return Err(DestinationError::EmptySecret);
+        }
+        let uuid = model::fresh_uuid();
+        self.shared.store.add_webhook(store::WebhookDestination {
+            uuid,
+            application_id,
+            url: url.to_owned(),
+            subscribed_events: webhook_delivery::SESSION_EVENTS
+                .iter()
+                .map(|e| (*e).to_owned())
+                .collect(),
+            secret_shared_key: secret.to_owned(),
+        });
+        Ok(uuid)
+    }
+
+    /// The same list as `GET /_sandbox/webhooks`: every delivery so far
+    /// (the newest 10,000), oldest first.
+    pub fn webhook_deliveries(&self) -> Vec<WebhookDelivery> {
+        self.shared.webhooks.list()
+    }
+
     /// Graceful shutdown: stops accepting, lets in-flight requests finish,
     /// waits for the server task.
     pub async fn stop(mut self) {
+        self.shared.webhooks.abort_all();
         if let Some(shutdown) = self.shutdown.take() {
             let _ = shutdown.send(());
         }
@@ -160,6 +225,7 @@ impl Sandbox {
 
 impl Drop for Sandbox {
     fn drop(&mut self) {
+        self.shared.webhooks.abort_all();
         if let Some(shutdown) = self.shutdown.take() {
             let _ = shutdown.send(());
         }

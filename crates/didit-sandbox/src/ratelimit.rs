@@ -49,10 +49,19 @@ impl RateHeaders {
     }
 }
 
-/// The 429 Didit answers: Didit's body naming `limit`, and the headers.
+/// The 429 Didit answers for writes: Didit's body naming `limit`, and the headers.
 pub(crate) fn too_many_requests(headers: RateHeaders) -> Response {
+    too_many("Write", headers)
+}
+
+/// The 429 for reads (GET), worded like the write one.
+pub(crate) fn too_many_reads(headers: RateHeaders) -> Response {
+    too_many("Read", headers)
+}
+
+fn too_many(what: &str, headers: RateHeaders) -> Response {
     let message = format!(
-        "Write request rate limit exceeded. You can make up to {} requests per minute.",
+        "{what} request rate limit exceeded. You can make up to {} requests per minute.",
         headers.limit
     );
     let mut response = (StatusCode::TOO_MANY_REQUESTS, Json(detail(&message))).into_response();

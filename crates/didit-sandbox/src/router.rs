@@ -8,7 +8,7 @@ use axum::http::{Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Json, Router};
 
-use super::api_error::detail;
+use super::api_error::{Endpoint, detail};
 use super::clock::Clock;
 use super::demo::{DemoApplication, demo_applications};
 use super::faults::Faults;
@@ -16,7 +16,8 @@ use super::ratelimit::WriteLimiter;
 use super::stats::Counters;
 use super::store::Store;
 use super::token::TokenKey;
-use super::{Dialect, SandboxConfig};
+use super::webhook_delivery::Deliveries;
+use super::{Dialect, RateLimit, SandboxConfig};
 
 /// Everything a sandbox knows, shared by its handlers.
 pub(crate) struct Shared {
@@ -30,6 +31,11 @@ pub(crate) struct Shared {
     pub(crate) faults: Faults,
     /// The write rate limit, when configured.
     pub(crate) limiter: Option<WriteLimiter>,
+    /// The read (GET) limit: twice the write limit when one is configured
+    /// (Didit: 600 reads and 300 writes per minute).
+    pub(crate) read_limiter: Option<WriteLimiter>,
+    /// Signed webhook deliveries, made in the background.
+    pub(crate) webhooks: Deliveries,
     pub(crate) counters: Counters,
     /// What `GET /_sandbox/applications` answers.
     pub(crate) demo: Vec<DemoApplication>,
@@ -46,9 +52,27 @@ impl Shared {
             clock,
             faults: Faults::default(),
             limiter: config.rate_limit.map(WriteLimiter::new),
+            read_limiter: config.rate_limit.map(|limit| {
+                WriteLimiter::new(RateLimit {
+                    max_writes: limit.max_writes.saturating_mul(2),
+                    window: limit.window,
+                })
+            }),
+            webhooks: Deliveries::new()?,
             counters: Counters::default(),
             demo,
         })
+    }
+}
+
+impl Shared {
+    /// The limiter `endpoint` counts against, if any.
+    pub(crate) fn limiter_for(&self, endpoint: Endpoint) -> Option<&WriteLimiter> {
+        if endpoint.is_read() {
+            self.read_limiter.as_ref()
+        } else {
+            self.limiter.as_ref()
+        }
     }
 }
 
@@ -56,6 +80,7 @@ impl Shared {
 pub(crate) fn router(shared: Arc<Shared>) -> Router {
     Router::new()
         .merge(super::api::routes())
+        .merge(super::sessions_api::routes())
         .merge(super::control::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

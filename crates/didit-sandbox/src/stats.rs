@@ -21,6 +21,12 @@ pub struct Stats {
     pub import_calls: u64,
     /// Requests that reached `POST /v3/webhook/destinations/`.
     pub webhook_calls: u64,
+    /// Requests that reached `GET /v3/sessions/`, whatever the outcome.
+    #[serde(default)]
+    pub list_calls: u64,
+    /// Requests that reached `GET /v3/session/{id}/decision/`, whatever the outcome.
+    #[serde(default)]
+    pub decision_calls: u64,
     /// Shares that minted a token (dropped responses included).
     pub share_ok: u64,
     /// Imports that created a session (dropped responses included).
@@ -53,6 +59,8 @@ pub(crate) struct Counters {
     share_calls: AtomicU64,
     import_calls: AtomicU64,
     webhook_calls: AtomicU64,
+    list_calls: AtomicU64,
+    decision_calls: AtomicU64,
     share_ok: AtomicU64,
     import_ok: AtomicU64,
     faults_injected: AtomicU64,
@@ -72,6 +80,8 @@ impl Counters {
             Endpoint::Share => &self.share_calls,
             Endpoint::Import => &self.import_calls,
             Endpoint::Webhook => &self.webhook_calls,
+            Endpoint::List => &self.list_calls,
+            Endpoint::Decision => &self.decision_calls,
         });
         if let Some(key) = key {
             let mut by_key = self.by_key.lock().unwrap_or_else(PoisonError::into_inner);
@@ -89,7 +99,7 @@ impl Counters {
         match endpoint {
             Endpoint::Share => bump(&self.share_ok),
             Endpoint::Import => bump(&self.import_ok),
-            Endpoint::Webhook => {}
+            Endpoint::Webhook | Endpoint::List | Endpoint::Decision => {}
         }
     }
 
@@ -112,6 +122,8 @@ impl Counters {
             share_calls: get(&self.share_calls),
             import_calls: get(&self.import_calls),
             webhook_calls: get(&self.webhook_calls),
+            list_calls: get(&self.list_calls),
+            decision_calls: get(&self.decision_calls),
             share_ok: get(&self.share_ok),
             import_ok: get(&self.import_ok),
             faults_injected: get(&self.faults_injected),

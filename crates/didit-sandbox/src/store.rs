@@ -9,8 +9,8 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 use uuid::Uuid;
 
 use super::demo::{DemoApplication, Workflows};
-use super::fixtures;
 use super::model::{SessionKind, Status, fresh_uuid};
+use super::session::{ImportRecord, Session};
 
 /// An application the sandbox knows (fixed at start).
 #[derive(Clone, Debug)]
@@ -38,33 +38,6 @@ pub(crate) struct Grant {
     pub(crate) write_sessions: bool,
 }
 
-/// A session. Immutable once stored; its check arrays are serialized once
-/// and shared by every copy an import makes.
-#[derive(Debug)]
-pub(crate) struct Session {
-    pub(crate) id: Uuid,
-    /// The owning application.
-    pub(crate) application_id: Uuid,
-    pub(crate) kind: SessionKind,
-    pub(crate) status: Status,
-    /// The serialized check arrays (`{"id_verifications":[...],...}`).
-    pub(crate) checks: Arc<str>,
-    /// Sandbox clock, Unix ms.
-    pub(crate) created_at_ms: i64,
-    /// Set on imported sessions: where they came from.
-    pub(crate) import: Option<ImportRecord>,
-}
-
-/// What an import adds to the session it creates.
-#[derive(Debug)]
-pub(crate) struct ImportRecord {
-    /// Per-application counter of imports, from 1.
-    pub(crate) session_number: u64,
-    pub(crate) shared_from: Uuid,
-    pub(crate) vendor_data: Option<String>,
-    pub(crate) workflow_id: String,
-}
-
 /// Why an import was refused at commit time, in the order checked.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum ImportRefusal {
@@ -89,7 +62,8 @@ pub(crate) struct ImportOrder<'a> {
     pub(crate) now_ms: i64,
 }
 
-/// A registered webhook destination (stored only, never called).
+/// A registered webhook destination; session events of its application
+/// are delivered to it, signed with its secret.
 #[derive(Clone, Debug, serde::Serialize)]
 pub(crate) struct WebhookDestination {
     pub(crate) uuid: Uuid,
@@ -112,6 +86,19 @@ struct Inner {
     /// (application, kind, vendor_data) entities imports created.
     entities: HashSet<(Uuid, SessionKind, String)>,
     webhooks: Vec<WebhookDestination>,
+    /// The last [`Session::seq`] handed out.
+    seq: u64,
+}
+
+impl Inner {
+    /// Stores `session` under a fresh insertion number.
+    fn insert(&mut self, mut session: Session) -> Arc<Session> {
+        self.seq += 1;
+        session.seq = self.seq;
+        let session = Arc::new(session);
+        self.sessions.insert(session.id, Arc::clone(&session));
+        session
+    }
 }
 
 /// Entity and destination counts for the stats endpoint.
@@ -160,9 +147,18 @@ impl Store {
                 let Some(status) = Status::parse(kind, &seeded.status) else {
                     continue;
                 };
-                let session =
-                    new_session(seeded.session_id, app.application_id, kind, status, now_ms);
-                inner.sessions.insert(session.id, Arc::new(session));
+                let workflow = match kind {
+                    SessionKind::User => &app.workflows.user,
+                    SessionKind::Business => &app.workflows.business,
+                };
+                inner.insert(Session::new(
+                    seeded.session_id,
+                    app.application_id,
+                    kind,
+                    status,
+                    workflow,
+                    now_ms,
+                ));
             }
         }
         Store {
@@ -225,11 +221,30 @@ impl Store {
         status: Status,
         now_ms: i64,
     ) -> Option<Uuid> {
-        self.application(application_id)?;
-        let session = new_session(fresh_uuid(), application_id, kind, status, now_ms);
-        let id = session.id;
-        self.inner().sessions.insert(id, Arc::new(session));
-        Some(id)
+        let workflow = self.application(application_id)?.workflow(kind);
+        let session = Session::new(fresh_uuid(), application_id, kind, status, workflow, now_ms);
+        Some(self.inner().insert(session).id)
+    }
+
+    /// Every session of `application_id`, in no particular order.
+    pub(crate) fn sessions_of(&self, application_id: Uuid) -> Vec<Arc<Session>> {
+        self.inner()
+            .sessions
+            .values()
+            .filter(|s| s.application_id == application_id)
+            .cloned()
+            .collect()
+    }
+
+    /// Replaces the status of session `id` (keeping its place in the
+    /// list order); `None` when it does not exist.
+    pub(crate) fn set_status(&self, id: Uuid, status: Status) -> Option<Arc<Session>> {
+        let mut inner = self.inner();
+        let entry = inner.sessions.get_mut(&id)?;
+        let mut changed = Session::clone(entry);
+        changed.status = status;
+        *entry = Arc::new(changed);
+        Some(Arc::clone(entry))
     }
 
     /// Deletes a session; false when it did not exist.
@@ -263,7 +278,7 @@ impl Store {
             let entity = (order.importer, original.kind, vendor_data.to_owned());
             inner.entities.insert(entity);
         }
-        let copy = Arc::new(Session {
+        let copy = Session {
             id: new_id,
             application_id: order.importer,
             kind: original.kind,
@@ -274,15 +289,15 @@ impl Store {
             },
             checks: Arc::clone(&original.checks),
             created_at_ms: order.now_ms,
+            seq: 0,
+            workflow_id: order.workflow_id.to_owned(),
             import: Some(ImportRecord {
                 session_number,
                 shared_from: original.id,
                 vendor_data: order.vendor_data.map(str::to_owned),
-                workflow_id: order.workflow_id.to_owned(),
             }),
-        });
-        inner.sessions.insert(new_id, Arc::clone(&copy));
-        Ok(copy)
+        };
+        Ok(inner.insert(copy))
     }
 
     pub(crate) fn add_webhook(&self, destination: WebhookDestination) {
@@ -291,6 +306,21 @@ impl Store {
 
     pub(crate) fn webhooks(&self) -> Vec<WebhookDestination> {
         self.inner().webhooks.clone()
+    }
+
+    /// The destinations of `application_id` subscribed to `webhook_type`.
+    pub(crate) fn subscribers(
+        &self,
+        application_id: Uuid,
+        webhook_type: &str,
+    ) -> Vec<WebhookDestination> {
+        self.inner()
+            .webhooks
+            .iter()
+            .filter(|d| d.application_id == application_id)
+            .filter(|d| d.subscribed_events.iter().any(|e| e == webhook_type))
+            .cloned()
+            .collect()
     }
 
     pub(crate) fn counts(&self) -> Counts {
@@ -309,103 +339,5 @@ impl Store {
     }
 }
 
-fn new_session(
-    id: Uuid,
-    application_id: Uuid,
-    kind: SessionKind,
-    status: Status,
-    now_ms: i64,
-) -> Session {
-    Session {
-        id,
-        application_id,
-        kind,
-        status,
-        checks: fixtures::checks(kind, status, id),
-        created_at_ms: now_ms,
-        import: None,
-    }
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::demo::demo_applications;
-
-    fn order(original: Uuid, importer: Uuid) -> ImportOrder<'static> {
-        ImportOrder {
-            jti: Uuid::from_u128(42),
-            importer,
-            original,
-            workflow_ok: true,
-            trust_review: false,
-            vendor_data: Some("user-1"),
-            workflow_id: "wf",
-            now_ms: 0,
-        }
-    }
-
-    #[test]
-    fn import_is_one_time_per_pair_and_checks_in_order() {
-        let demo = demo_applications();
-        let store = Store::new(&demo, 0);
-        let original = demo[0].sessions[2].session_id; // Approved KYC
-        let y = demo[1].application_id;
-        let first = store.import(&order(original, y));
-        let copy = first.unwrap_or_else(|e| panic!("{e:?}"));
-        assert_eq!(copy.status, Status::InReview);
-        let source = store
-            .session(original)
-            .unwrap_or_else(|| panic!("original missing"));
-        assert!(Arc::ptr_eq(&copy.checks, &source.checks));
-        assert_eq!(copy.import.as_ref().map(|i| i.session_number), Some(1));
-        assert_eq!(
-            store.import(&order(original, y)).err(),
-            Some(ImportRefusal::AlreadyImported)
-        );
-
-        let mut other = order(original, y);
-        other.jti = Uuid::from_u128(43);
-        other.workflow_ok = false;
-        assert_eq!(
-            store.import(&other).err(),
-            Some(ImportRefusal::WorkflowMissing)
-        );
-        assert!(store.delete_session(original));
-        assert_eq!(
-            store.import(&other).err(),
-            Some(ImportRefusal::OriginalGone)
-        );
-        assert_eq!(store.counts().users, 1);
-    }
-
-    #[test]
-    fn keys_add_and_remove() {
-        let demo = demo_applications();
-        let store = Store::new(&demo, 0);
-        assert_eq!(
-            store
-                .grant(b"sandbox-service-x-readonly-key")
-                .map(|g| g.write_sessions),
-            Some(false)
-        );
-        let grant = Grant {
-            application_id: demo[0].application_id,
-            write_sessions: true,
-        };
-        assert_eq!(store.add_key("new".into(), grant), Ok(()));
-        assert_eq!(store.add_key("new".into(), grant), Err(KeyError::Exists));
-        let stray = Grant {
-            application_id: Uuid::nil(),
-            write_sessions: true,
-        };
-        assert_eq!(
-            store.add_key("other".into(), stray),
-            Err(KeyError::UnknownApplication)
-        );
-        assert_eq!(store.grant(b"new"), Some(grant));
-        assert!(store.remove_key("new"));
-        assert!(!store.remove_key("new"));
-        assert_eq!(store.grant(b"new"), None);
-    }
-}
+mod tests;

@@ -163,6 +163,20 @@ impl Env {
         }
     }
 
+    /// A GET with an optional `x-api-key` (`path` may carry a query).
+    pub async fn get(&self, path: &str, api_key: Option<&str>) -> Reply {
+        self.raw(Method::GET, path, api_key, None, Vec::new()).await
+    }
+
+    /// `GET /v3/sessions/?{query}` with `api_key`; asserts 200.
+    pub async fn list(&self, api_key: &str, query: &str) -> Value {
+        let reply = self
+            .get(&format!("/v3/sessions/?{query}"), Some(api_key))
+            .await;
+        assert_eq!(reply.status, 200, "{query}: {:?}", reply.body);
+        reply.body
+    }
+
     pub async fn post(&self, path: &str, api_key: Option<&str>, body: &Value) -> Reply {
         let bytes = serde_json::to_vec(body).expect("json");
         self.raw(Method::POST, path, api_key, Some("application/json"), bytes)

@@ -249,6 +249,6 @@ async fn fault_bodies_are_validated() {
     assert_eq!(
         defaults.body,
         json!({"latency_ms": 0, "error_rate": 0.0, "error_status": 503, "fail_next": 0, "rate_limit_after": null,
-               "retry_after_seconds": 1, "drop_rate": 0.0, "drop_next": 0, "endpoints": ["share", "import"]})
+               "retry_after_seconds": 1, "drop_rate": 0.0, "drop_next": 0, "endpoints": ["share", "import"], "per_endpoint": {}})
     );
 }
