@@ -17,6 +17,10 @@ use super::failure::{DiditError, Rejection, UpstreamReply};
 pub(crate) enum Endpoint {
     Share,
     Import,
+    /// `GET /v3/sessions/`.
+    List,
+    /// `GET /v3/session/{id}/decision/`.
+    Decision,
 }
 
 impl Endpoint {
@@ -24,6 +28,8 @@ impl Endpoint {
         match self {
             Self::Share => "share",
             Self::Import => "import",
+            Self::List => "list",
+            Self::Decision => "decision",
         }
     }
 }
@@ -135,6 +141,10 @@ pub(crate) fn classify(
         (Endpoint::Share, 400) => Rejection::InvalidRequest,
 
         (Endpoint::Import, 400 | 401 | 403 | 404) => import_rejection(status, field, &text),
+
+        (Endpoint::List | Endpoint::Decision, 401 | 403) => Rejection::CredentialsRejected,
+        (Endpoint::Decision, 404) => Rejection::SessionNotFound,
+        (Endpoint::List | Endpoint::Decision, 400) => Rejection::InvalidRequest,
         _ => Rejection::Other,
     };
     DiditError::Rejected { rejection, reply }

@@ -39,6 +39,12 @@ pub(super) fn retryable(endpoint: Endpoint, err: &AttemptError) -> bool {
         },
         // A second import POST would be refused as a duplicate.
         Endpoint::Import => false,
+        // Reads change nothing: retry outages and timeouts.
+        Endpoint::List | Endpoint::Decision => match &err.error {
+            DiditError::Unavailable { .. } | DiditError::Timeout => true,
+            DiditError::RateLimited { retry_after, .. } => retry_after.is_some(),
+            _ => false,
+        },
     }
 }
 

@@ -240,8 +240,13 @@ impl DiditClient {
         })
     }
 
+    /// The pool, settings and metrics, for the read endpoints (`read.rs`).
+    pub(super) fn parts(&self) -> (&reqwest::Client, &UpstreamConfig, &Metrics) {
+        (&self.http, &self.config, &self.metrics)
+    }
+
     /// Sends and reads the whole body, at most [`MAX_BODY_BYTES`].
-    async fn exchange(
+    pub(super) async fn exchange(
         &self,
         request: reqwest::RequestBuilder,
     ) -> Result<(u16, http::HeaderMap, Bytes), AttemptError> {
