@@ -75,6 +75,24 @@ pub enum GatewayError {
     /// A bug or a lost task; logged where it happens.
     #[error("internal error: {0}")]
     Internal(String),
+    /// `WatchSessionEvents`: events after the cursor are no longer held.
+    #[error(
+        "events after after_event_id are no longer retained; call GetSession, then watch with an empty cursor"
+    )]
+    EventCursorExpired,
+    /// `WatchSessionEvents`: the stream fell too far behind and was cut off.
+    #[error("the stream fell too far behind; watch again with the last event_id received")]
+    SlowSubscriber,
+    /// The session event log (Redis) could not be reached; says which
+    /// operation failed, never an event's content.
+    #[error("the session event store is unavailable: {0}")]
+    EventLogUnavailable(String),
+    /// `WatchSessionEvents` on a gateway without a `[webhooks]` section.
+    #[error("this gateway receives no webhooks (no [webhooks] section)")]
+    WebhooksNotConfigured,
+    /// The gateway is draining: a watch stream ends, a new one is refused.
+    #[error("server is shutting down, reconnect with after_event_id")]
+    ShuttingDown,
 }
 
 impl GatewayError {
@@ -90,6 +108,11 @@ impl GatewayError {
             Self::TenantRateLimited { .. } => (Code::ResourceExhausted, "TENANT_RATE_LIMITED"),
             Self::DeadlineExceeded => (Code::DeadlineExceeded, "DEADLINE_EXCEEDED"),
             Self::Internal(_) => (Code::Internal, "INTERNAL"),
+            Self::EventCursorExpired => (Code::OutOfRange, "EVENT_CURSOR_EXPIRED"),
+            Self::SlowSubscriber => (Code::ResourceExhausted, "SLOW_SUBSCRIBER"),
+            Self::EventLogUnavailable(_) => (Code::Unavailable, "STATE_UNAVAILABLE"),
+            Self::WebhooksNotConfigured => (Code::FailedPrecondition, "WEBHOOKS_NOT_CONFIGURED"),
+            Self::ShuttingDown => (Code::Unavailable, "SHUTTING_DOWN"),
             Self::Upstream(err) => match err {
                 DiditError::Rejected { rejection, .. } => match rejection {
                     Rejection::SessionNotFound => (Code::NotFound, "SESSION_NOT_FOUND"),
@@ -131,6 +154,7 @@ impl GatewayError {
                 Some(retry_after.unwrap_or(Duration::from_secs(1)))
             }
             Self::Upstream(DiditError::Unavailable { .. }) => Some(Duration::from_millis(500)),
+            Self::EventLogUnavailable(_) => Some(Duration::from_secs(1)),
             _ => None,
         }
     }
@@ -215,6 +239,11 @@ mod tests {
             },
             GatewayError::DeadlineExceeded,
             GatewayError::Internal("x".into()),
+            GatewayError::EventCursorExpired,
+            GatewayError::SlowSubscriber,
+            GatewayError::EventLogUnavailable("x".into()),
+            GatewayError::WebhooksNotConfigured,
+            GatewayError::ShuttingDown,
             DiditError::RateLimited {
                 retry_after: None,
                 reply: reply(),

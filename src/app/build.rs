@@ -38,10 +38,11 @@ pub(super) fn state(
         tls: server_tls(config)?,
     };
     let tenant_rate = TenantRate::new(tenant_limits(config), metrics.clone());
-    Ok((
-        Arc::new(AppState::new(gateway, metrics, settings, tenant_rate)),
-        options,
-    ))
+    let mut state = AppState::new(gateway, metrics, settings, tenant_rate);
+    if let Some(webhooks) = &config.webhooks {
+        state = state.with_event_log(super::webhooks::event_log(webhooks));
+    }
+    Ok((Arc::new(state), options))
 }
 
 /// Each tenant's calls per minute.
@@ -106,6 +107,7 @@ pub fn sandbox_config(base_url: &str) -> Config {
             key_source: KeySource::Inline(ApiKey::new(app.api_key)),
             allowed_callers: vec!["*".into()],
             rate_limit_per_minute: TenantConfig::DEFAULT_RATE_LIMIT_PER_MINUTE,
+            webhook_secret: None,
         })
         .collect();
     Config {
@@ -115,5 +117,6 @@ pub fn sandbox_config(base_url: &str) -> Config {
         replay: ReplayConfig::default(),
         auth: AuthConfig::None,
         tenants,
+        webhooks: None,
     }
 }

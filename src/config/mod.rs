@@ -35,6 +35,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::tenant::Tenant;
+use crate::webhooks::WebhooksConfig;
 
 pub use auth::AuthConfig;
 pub use replay::ReplayConfig;
@@ -99,6 +100,9 @@ pub struct Config {
     pub auth: AuthConfig,
     /// `[[tenants]]`: the tenants, ids unique.
     pub tenants: Vec<TenantConfig>,
+    /// `[webhooks]`: the webhook port and the session event log; webhooks
+    /// are served only when the section is present.
+    pub webhooks: Option<WebhooksConfig>,
 }
 
 /// The file as written.
@@ -113,6 +117,7 @@ struct FileConfig {
     auth: Option<auth::AuthSection>,
     #[serde(default)]
     tenants: Vec<tenants::TenantSection>,
+    webhooks: Option<WebhooksConfig>,
 }
 
 /// Addresses given on the command line, which win over the file's and are
@@ -180,6 +185,7 @@ impl Config {
             replay: file.replay.into_config()?,
             auth: auth.into_config()?,
             tenants: tenants::from_sections(file.tenants)?,
+            webhooks: file.webhooks,
         })
     }
 
@@ -192,6 +198,12 @@ impl Config {
             .and_then(|()| self.replay.validate())
             .and_then(|()| self.auth.validate())
             .and_then(|()| tenants::validate(&self.tenants))
+            .and_then(|()| match &self.webhooks {
+                Some(webhooks) => webhooks
+                    .validate()
+                    .map_err(|e| FieldError::new(format!("webhooks.{}", e.key), e.problem)),
+                None => Ok(()),
+            })
             .map_err(|e| e.in_file(&self.source))
     }
 
@@ -219,6 +231,7 @@ impl Config {
             ("server", self.server != new.server),
             ("upstream", self.upstream != new.upstream),
             ("replay", self.replay != new.replay),
+            ("webhooks", self.webhooks != new.webhooks),
             (
                 "auth (mtls files or a switch to or from mtls)",
                 auth_fixed && self.auth != new.auth,

@@ -9,6 +9,7 @@ use uuid::Uuid;
 
 use super::FieldError;
 use crate::tenant::{ApiKey, Tenant};
+use crate::webhooks::WebhookSecretSource;
 
 /// Where a tenant's API key comes from.
 #[derive(Clone, Debug)]
@@ -63,6 +64,10 @@ pub struct TenantConfig {
     pub allowed_callers: Vec<String>,
     /// Calls per minute through the gateway (Didit allows 300 writes/min/key).
     pub rate_limit_per_minute: u32,
+    /// Where the secret that signs its Didit webhooks is read from
+    /// (`webhook_secret_file` / `webhook_secret_env`); without one, the
+    /// webhook port answers 404 for this tenant.
+    pub webhook_secret: Option<WebhookSecretSource>,
 }
 
 impl TenantConfig {
@@ -91,6 +96,11 @@ impl TenantConfig {
                 "must be at least 1",
             ));
         }
+        if let Some(source) = &self.webhook_secret {
+            source
+                .load()
+                .map_err(|p| FieldError::new(key(webhook_secret_key_name(source)), p))?;
+        }
         Ok(())
     }
 
@@ -103,9 +113,13 @@ impl TenantConfig {
             self.allowed_callers.clone(),
             self.rate_limit_per_minute,
         );
-        Ok(match &self.key_source {
+        let tenant = match &self.key_source {
             KeySource::File(path) => tenant.with_key_file(path.clone()),
             KeySource::Env(_) | KeySource::Inline(_) => tenant,
+        };
+        Ok(match &self.webhook_secret {
+            Some(source) => tenant.with_webhook_secret(source.load()?),
+            None => tenant,
         })
     }
 }
@@ -144,6 +158,8 @@ pub(super) struct TenantSection {
     #[serde(default)]
     allowed_callers: Vec<String>,
     rate_limit_per_minute: Option<u32>,
+    webhook_secret_file: Option<PathBuf>,
+    webhook_secret_env: Option<String>,
 }
 
 /// Parses each entry's application id and picks its key source.
@@ -177,6 +193,17 @@ pub(super) fn from_sections(sections: Vec<TenantSection>) -> Result<Vec<TenantCo
                     ));
                 }
             };
+            let webhook_secret = match (t.webhook_secret_file, t.webhook_secret_env) {
+                (Some(file), None) => Some(WebhookSecretSource::File(file)),
+                (None, Some(env)) => Some(WebhookSecretSource::Env(env)),
+                (None, None) => None,
+                (Some(_), Some(_)) => {
+                    return Err(FieldError::new(
+                        key("webhook_secret_file"),
+                        "set webhook_secret_file or webhook_secret_env, not both",
+                    ));
+                }
+            };
             Ok(TenantConfig {
                 id: t.id,
                 application_id,
@@ -185,9 +212,18 @@ pub(super) fn from_sections(sections: Vec<TenantSection>) -> Result<Vec<TenantCo
                 rate_limit_per_minute: t
                     .rate_limit_per_minute
                     .unwrap_or(TenantConfig::DEFAULT_RATE_LIMIT_PER_MINUTE),
+                webhook_secret,
             })
         })
         .collect()
+}
+
+/// The key of the file that names a webhook secret source.
+fn webhook_secret_key_name(source: &WebhookSecretSource) -> &'static str {
+    match source {
+        WebhookSecretSource::File(_) | WebhookSecretSource::Inline(_) => "webhook_secret_file",
+        WebhookSecretSource::Env(_) => "webhook_secret_env",
+    }
 }
 
 /// Tenant ids appear in metadata and metric labels: keep them tame.
