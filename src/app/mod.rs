@@ -26,7 +26,7 @@ use crate::metrics::Metrics;
 use crate::service::AppState;
 
 #[cfg(feature = "sandbox")]
-pub use build::sandbox_config;
+pub use build::{register_sandbox_webhooks, sandbox_config, sandbox_webhooks};
 pub use reload::Reloaded;
 use reload::Reloader;
 use webhooks::WebhookServer;

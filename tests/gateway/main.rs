@@ -17,6 +17,7 @@ mod propagation;
 mod reflection;
 mod reload;
 mod retries;
+mod sessions;
 mod share_import;
 mod shutdown;
 mod state;
