@@ -13,15 +13,27 @@
 #   crd-validate        ServiceMonitor and Istio kinds, schemas from the CRDs
 #   --check-config      the gateway itself on each rendered gateway.toml
 #     --json            (its verdict, as JSON, feeds the cross-checks)
-#   manifests.py        cross-checks (ports, drain budget, hardening, Secret
-#                       keys vs api_key_file, callers vs policies) against
-#                       the manifests and the gateway's JSON; it parses no
-#                       gateway.toml value itself
+#   manifests.py        cross-checks (ports, probes, drain budget, hardening,
+#                       Pod Security level, Secret mode and keys vs
+#                       api_key_file, callers vs policies, XFCC sanitising)
+#                       against the manifests and the gateway's JSON; it
+#                       parses no gateway.toml value itself
+#   promtool            the PrometheusRule's groups: `check rules`, the unit
+#                       tests in tools/prometheusrule.test.yaml, and every
+#                       dsg_* name against the metrics src/ registers
+#   examples/           ExternalSecret (CRD schema), the Secrets Store CSI
+#                       variant rendered and validated
+#   image               built only where docker or podman answers; otherwise
+#                       says so. DEPLOY_REQUIRE_PINNED=1 fails while a FROM
+#                       is not pinned by digest
 #
 # Environment: GATEWAY_BIN (use this gateway binary instead of building it
 # with cargo), DEPLOY_TOOLS_DIR (default deploy/.tools), KUBE_VERSIONS
-# (default "1.30.0 1.37.0"). Prints one line per check; a failing check
-# prints its tool's output. Exits 1 if any check failed.
+# (default "1.30.0 1.37.0"), DEPLOY_BUILD_IMAGE=0 (skip the image build even
+# where a container engine answers), DEPLOY_REQUIRE_PINNED=1 (release
+# pipelines: base images must be pinned by digest). Prints one line per
+# check; a failing check prints its tool's output. Exits 1 if any check
+# failed.
 set -euo pipefail
 
 export DEBIAN_FRONTEND=noninteractive
@@ -115,8 +127,38 @@ install_node_tools() {
   sha256sum <"$src/package-lock.json" >"$dir/.stamp"
 }
 
+# promtool from Debian's prometheus package, unpacked (not installed) into
+# the tools dir: `apt-get download` + `dpkg -x`, redone only when the
+# candidate version changes. A promtool already on PATH is used as is.
+install_promtool() {
+  local dir=$tools/prometheus version
+  if command -v promtool >/dev/null; then
+    command -v promtool
+    return
+  fi
+  command -v apt-get >/dev/null || die "promtool not found and no apt-get to fetch it"
+  version=$(apt-cache policy prometheus 2>/dev/null | sed -n 's/^ *Candidate: //p')
+  if [ -z "$version" ] || [ "$version" = "(none)" ]; then
+    [ "$(id -u)" = 0 ] || die "need promtool (Debian package prometheus): install it first"
+    quietly apt-get update -qq
+    version=$(apt-cache policy prometheus | sed -n 's/^ *Candidate: //p')
+  fi
+  if [ -x "$dir/usr/bin/promtool" ] && [ "$(cat "$dir/.stamp" 2>/dev/null)" = "$version" ]; then
+    printf '%s\n' "$dir/usr/bin/promtool"
+    return
+  fi
+  rm -rf "$dir"
+  mkdir -p "$dir/deb"
+  (cd "$dir/deb" && quietly apt-get download prometheus)
+  quietly dpkg -x "$dir"/deb/prometheus_*.deb "$dir"
+  rm -rf "${dir:?}/deb" "${dir:?}/usr/share" "${dir:?}/usr/bin/prometheus"
+  printf '%s\n' "$version" >"$dir/.stamp"
+  printf '%s\n' "$dir/usr/bin/promtool"
+}
+
 install_python_tools
 install_node_tools
+promtool=$(install_promtool)
 export PATH="$tools/venv/bin:$PATH"
 py=$tools/venv/bin/python
 manifests=$deploy/tools/manifests.py
@@ -128,6 +170,7 @@ printf 'tools: kubectl %s (kustomize %s), kubernetes-validate %s, yamllint %s, h
   "$(yamllint --version | cut -d' ' -f2)" \
   "$(hadolint --version | grep -o '[0-9][0-9.]*' | head -n1)" \
   "$(node --version)"
+printf 'tools: promtool %s\n' "$("$promtool" --version 2>&1 | sed -n 's/^promtool, version \([^ ]*\).*/\1/p')"
 
 # kubernetes-validate exits 0 on a kind it has no schema for: treat that as
 # a failure, since every custom resource goes to crd-validate instead.
@@ -145,12 +188,21 @@ kube_validate() { # kube_validate FILE: strict, each version in KUBE_VERSIONS
 
 render() { kubectl kustomize "$1" >"$2"; }
 
+# crd_validate_file YAML JSON: the custom resources of one file, against
+# their CRD schemas.
+crd_validate_file() {
+  "$py" "$manifests" split "$1" "$work/unused.core.yaml" "$2" &&
+    node "$tools/crd-validate/validate.mjs" "$2"
+}
+
 yaml_lint() { yamllint --strict -c "$deploy/.yamllint" "$@"; }
 
 # Sources.
 check "yamllint deploy/kubernetes" \
-  yaml_lint "$deploy/kubernetes" "$deploy/.yamllint" "$deploy/.hadolint.yaml"
+  yaml_lint "$deploy/kubernetes" "$deploy/.yamllint" "$deploy/.hadolint.yaml" \
+  "$deploy/tools/prometheusrule.test.yaml"
 check "shellcheck deploy/check.sh" shellcheck "$deploy/check.sh"
+check "shellcheck proto/check.sh" shellcheck proto/check.sh
 check "hadolint deploy/Dockerfile" \
   hadolint --no-color --config "$deploy/.hadolint.yaml" "$deploy/Dockerfile"
 check "mesh gateway.toml = base outside [auth]" \
@@ -158,6 +210,9 @@ check "mesh gateway.toml = base outside [auth]" \
   "$deploy/kubernetes/base/gateway.toml" "$deploy/kubernetes/overlays/mesh/gateway.toml"
 secret_example=$deploy/kubernetes/examples/didit-api-keys.secret.yaml
 check "kubernetes-validate examples/ ($kube_versions)" kube_validate "$secret_example"
+external_secret=$deploy/kubernetes/examples/external-secret.yaml
+check "crd-validate examples/external-secret.yaml" \
+  crd_validate_file "$external_secret" "$work/external-secret.json"
 
 # The gateway itself validates each rendered gateway.toml: built here with
 # cargo unless GATEWAY_BIN names a binary.
@@ -203,6 +258,82 @@ for dir in "${overlays[@]}"; do
     printf 'skip  %s: cross-checks (the gateway rejected gateway.toml)\n' "$name"
   fi
 done
+
+# Alert rules: the PrometheusRule's groups as promtool reads them, its unit
+# tests, and the metric names against what the gateway registers.
+rules=$work/rules
+promtool_rules() {
+  mkdir -p "$rules" &&
+    "$py" "$manifests" spec "$work/base.yaml" "$rules/prometheusrule.rules.yaml" &&
+    "$promtool" check rules "$rules/prometheusrule.rules.yaml"
+}
+promtool_tests() {
+  cp "$deploy/tools/prometheusrule.test.yaml" "$rules/" &&
+    "$promtool" test rules "$rules/prometheusrule.test.yaml"
+}
+if [ -s "$work/base.yaml" ]; then
+  check "promtool check rules (PrometheusRule)" promtool_rules
+  check "promtool test rules (tools/prometheusrule.test.yaml)" promtool_tests
+  check "alert rules and HPA use metrics src/ registers" \
+    "$py" "$manifests" metric-names "$work/base.yaml" src
+  "$py" "$manifests" metric-names "$work/base.yaml" src 2>/dev/null | sed -n 's/^proposed/note  proposed/p'
+fi
+
+# examples/secrets-store-csi: the base with the key volume from the Secrets
+# Store CSI driver, rendered and validated (its SecretProviderClass has no
+# published schema: reported as skipped).
+csi=$deploy/kubernetes/examples/secrets-store-csi
+check "examples/secrets-store-csi: kubectl kustomize" render "$csi" "$work/csi.yaml"
+if [ -s "$work/csi.yaml" ]; then
+  check "examples/secrets-store-csi: yamllint rendered" yaml_lint "$work/csi.yaml"
+  check "examples/secrets-store-csi: split" \
+    "$py" "$manifests" split "$work/csi.yaml" "$work/csi.core.yaml" "$work/csi.crd.json"
+  check "examples/secrets-store-csi: kubernetes-validate ($kube_versions)" \
+    kube_validate "$work/csi.core.yaml"
+  check "examples/secrets-store-csi: crd-validate" \
+    node "$tools/crd-validate/validate.mjs" "$work/csi.crd.json" --unvalidated SecretProviderClass
+fi
+
+# The image: pinned bases (enforced only with DEPLOY_REQUIRE_PINNED=1) and a
+# real build where a container engine answers.
+unpinned() { # FROM lines naming an image (not an earlier stage) without @sha256
+  awk '/^FROM / {
+    img = $2; for (i = 2; i <= NF && $i ~ /^--/; i++) img = $(i + 1)
+    if (!(img in stage) && img !~ /@sha256:[0-9a-f]+$/) print
+    for (i = 2; i < NF; i++) if (toupper($i) == "AS") stage[$(i + 1)] = 1
+  }' "$deploy/Dockerfile"
+}
+if [ -n "$(unpinned)" ]; then
+  if [ "${DEPLOY_REQUIRE_PINNED:-0}" = 1 ]; then
+    failed=$((failed + 1))
+    printf 'FAIL  Dockerfile base images pinned by digest\n'
+    unpinned | sed 's/^/      /'
+  else
+    printf 'note  Dockerfile base images are not pinned by digest (Renovate pins them;\n'
+    printf '      DEPLOY_REQUIRE_PINNED=1 makes this a failure)\n'
+  fi
+fi
+engine=
+for e in docker podman; do
+  if command -v "$e" >/dev/null && "$e" info >/dev/null 2>&1; then
+    engine=$e
+    break
+  fi
+done
+build_image() {
+  "$engine" build -q -f "$deploy/Dockerfile" --build-arg VERSION=check \
+    --build-arg REVISION="$(git rev-parse HEAD 2>/dev/null || echo unknown)" \
+    -t didit-share-gateway:check . &&
+    "$engine" run --rm didit-share-gateway:check --help
+}
+if [ -z "$engine" ]; then
+  printf 'note  image not built: no container engine answers (docker/podman info)\n'
+elif [ "${DEPLOY_BUILD_IMAGE:-1}" = 0 ]; then
+  printf 'note  image not built: DEPLOY_BUILD_IMAGE=0\n'
+else
+  check "$engine build deploy/Dockerfile, run --help" build_image
+fi
+
 
 printf 'deploy/check.sh took %ds\n' $((SECONDS - started))
 printf 'deploy: %d passed, %d failed\n' "$passed" "$failed"

@@ -1,7 +1,8 @@
 """Helpers for deploy/check.sh: split rendered manifests, stage the
-rendered gateway.toml for the gateway's own `--check-config --json`, and
+rendered gateway.toml for the gateway's own `--check-config --json`,
 cross-check the manifests against each other and against what the gateway
-says its config is.
+says its config is, extract the alert rules for promtool, and check the
+metric names the rules and the HPA use against the gateway's sources.
 
 The gateway's config rules (durations, addresses, keys, auth modes) live in
 the gateway alone: nothing here parses a value of gateway.toml. Values the
@@ -25,7 +26,8 @@ import yaml
 
 # API groups validated by tools/crd-validate (schemas from the CRDs);
 # everything else must be a built-in kind that kubernetes-validate knows.
-CRD_GROUPS = ("monitoring.coreos.com", ".istio.io")
+CRD_GROUPS = ("monitoring.coreos.com", ".istio.io", "external-secrets.io",
+              "secrets-store.csi.x-k8s.io")
 APP = "didit-share-gateway"
 CONFIG_PATH = "/etc/didit-share-gateway/gateway.toml"
 SECRET_NAME = "didit-api-keys"
@@ -214,9 +216,12 @@ def cmd_crosscheck(rendered, gateway_json, secret_example, overlay):
     need(ports.get("grpc") == grpc_port, f"container port grpc must be {grpc_port}")
     need(ports.get("http-metrics") == admin_port,
          f"container port http-metrics must be {admin_port}")
-    for probe in ("readinessProbe", "livenessProbe"):
-        need(gw.get(probe, {}).get("grpc", {}).get("port") == grpc_port,
-             f"{probe} must be a native grpc probe on {grpc_port}")
+    ready = gw.get("readinessProbe", {}).get("grpc", {})
+    need(ready.get("port") == grpc_port and ready.get("service", "") == "",
+         f'readinessProbe must be a native grpc probe on {grpc_port}, service ""')
+    live = gw.get("livenessProbe", {}).get("httpGet", {})
+    need(live.get("path") == "/healthz" and live.get("port") in ("http-metrics", admin_port),
+         f"livenessProbe must be httpGet /healthz on the admin port {admin_port}")
     svc = one(docs, "Service", APP)
     sports = {p["name"]: p for p in svc["spec"]["ports"]}
     need(sports.get("grpc", {}).get("appProtocol") == "grpc",
@@ -242,13 +247,26 @@ def cmd_crosscheck(rendered, gateway_json, secret_example, overlay):
                  f"istio terminationDrainDuration {drain} shorter than preStop + drain")
             need(d <= tgps, f"istio terminationDrainDuration {drain} > grace period {tgps}s")
 
-    # Replicas: the HPA owns them, with a floor of 2.
+    # Replicas: the HPA owns them, with a floor of 2, on CPU and on calls
+    # in flight per pod (a custom metric; metric-names checks the name).
     hpa = one(docs, "HorizontalPodAutoscaler", APP)
     need("replicas" not in dep["spec"], "Deployment must leave replicas to the HPA")
     need(hpa["spec"].get("minReplicas", 1) >= 2, "HPA minReplicas must be >= 2")
+    kinds = {(m["type"], m.get("resource", {}).get("name")
+              or m.get("pods", {}).get("metric", {}).get("name"))
+             for m in hpa["spec"].get("metrics", [])}
+    need(("Resource", "cpu") in kinds, "HPA must scale on CPU")
+    need(("Pods", "dsg_grpc_requests_in_flight") in kinds,
+         "HPA must scale on the Pods metric dsg_grpc_requests_in_flight")
     one(docs, "PodDisruptionBudget", APP)
     one(docs, "NetworkPolicy", APP)
     one(docs, "ServiceMonitor", APP)
+    one(docs, "PrometheusRule", APP)
+
+    # Pod Security: the namespace enforces "restricted" in every overlay.
+    ns = one(docs, "Namespace", APP)
+    need(ns["metadata"].get("labels", {}).get("pod-security.kubernetes.io/enforce")
+         == "restricted", "Namespace must enforce the restricted Pod Security level")
 
     # Config file and Secret mounts.
     mounts = {m["name"]: m for m in gw.get("volumeMounts", [])}
@@ -261,6 +279,10 @@ def cmd_crosscheck(rendered, gateway_json, secret_example, overlay):
     secret_dir = mounts.get(secret_vol, {}).get("mountPath", "")
     need("subPath" not in mounts.get(secret_vol, {}),
          "no subPath on the Secret mount (it would stop key rotation)")
+    need(mounts.get(secret_vol, {}).get("readOnly") is True,
+         f"the {SECRET_NAME} mount must be readOnly")
+    need(vols.get(secret_vol, {}).get("secret", {}).get("defaultMode") == 0o400,
+         f"the {SECRET_NAME} volume must have defaultMode 0400 (256)")
     example = next(d for d in load(secret_example) if d["kind"] == "Secret")
     keys = set(example.get("stringData", {})) | set(example.get("data", {}))
     need(example["metadata"]["name"] == SECRET_NAME,
@@ -313,6 +335,11 @@ def cmd_crosscheck(rendered, gateway_json, secret_example, overlay):
                f"/sa/{pod.get('serviceAccountName')}")
         need(proxy_id in (None, own),
              f"auth.trusted_proxy_identity {proxy_id} is not the pod's own identity {own}")
+        xfcc = ((yaml.safe_load(proxy) if proxy else None) or {}).get(
+            "proxyHeaders", {}).get("forwardedClientCert")
+        need(xfcc == "SANITIZE_SET",
+             "the sidecar must sanitise x-forwarded-client-cert: proxy.istio.io/config "
+             "proxyHeaders.forwardedClientCert: SANITIZE_SET")
     else:
         need(mode == "none", f'auth.mode is "{mode}", the base ships "none"')
 
@@ -321,12 +348,69 @@ def cmd_crosscheck(rendered, gateway_json, secret_example, overlay):
     return 1 if problems else 0
 
 
+# A dsg_ metric name in PromQL, not part of a recording rule's name
+# (namespace:dsg_...:rate5m).
+METRIC_REF = re.compile(r"(?<![\w:])dsg_[a-z0-9_]+(?![\w:])")
+# Where the gateway registers a metric: `registry.register("name", ...)`
+# under the `dsg` prefix (src/metrics.rs).
+METRIC_REGISTRATION = re.compile(r"\.register(?:_with_unit)?\(\s*\"([a-z0-9_]+)\"")
+SAMPLE_SUFFIXES = ("", "_total", "_bucket", "_sum", "_count")
+PROPOSED_GROUP_SUFFIX = ".proposed"
+
+
+def exported_metrics(src_dir):
+    """Every sample name the gateway can export, from its metric registrations."""
+    names = set()
+    for path in sorted(Path(src_dir).rglob("*.rs")):
+        for base in METRIC_REGISTRATION.findall(path.read_text(encoding="utf-8")):
+            names.update(f"dsg_{base}{suffix}" for suffix in SAMPLE_SUFFIXES)
+    return names
+
+
+def cmd_spec(rendered, out):
+    """Write the PrometheusRule's spec (the rule groups) to OUT for promtool."""
+    rule = one(load(rendered), "PrometheusRule", APP)
+    with open(out, "w", encoding="utf-8") as f:
+        yaml.safe_dump(rule["spec"], f, sort_keys=False)
+    return 0
+
+
+def cmd_metric_names(rendered, src_dir):
+    """Every dsg_ metric the alert rules and the HPA use is one the gateway
+    registers (src/), except in rule groups named *.proposed, whose missing
+    names are listed (they are what the gateway should add)."""
+    docs = load(rendered)
+    exported = exported_metrics(src_dir)
+    if not exported:
+        return fail(f"no metric registrations found under {src_dir}")
+    rc = 0
+    proposed = set()
+    for group in one(docs, "PrometheusRule", APP)["spec"]["groups"]:
+        for rule in group["rules"]:
+            name = rule.get("alert") or rule.get("record")
+            missing = sorted(set(METRIC_REF.findall(rule["expr"])) - exported)
+            if group["name"].endswith(PROPOSED_GROUP_SUFFIX):
+                proposed.update(missing)
+            elif missing:
+                rc = fail(f"rule {name} (group {group['name']}) uses metrics the gateway "
+                          f"does not export: {', '.join(missing)}")
+    for m in one(docs, "HorizontalPodAutoscaler", APP)["spec"].get("metrics", []):
+        metric = m.get("pods", {}).get("metric", {}).get("name")
+        if metric and metric not in exported:
+            rc = fail(f"HPA Pods metric {metric} is not a metric the gateway exports")
+    if proposed:
+        print(f"proposed, not exported yet: {', '.join(sorted(proposed))}")
+    return rc
+
+
 def main(argv):
     commands = {
         "split": cmd_split,
         "config-drift": cmd_config_drift,
         "check-config": cmd_check_config,
         "crosscheck": cmd_crosscheck,
+        "spec": cmd_spec,
+        "metric-names": cmd_metric_names,
     }
     if len(argv) < 2 or argv[1] not in commands:
         print(f"usage: {argv[0]} {{{'|'.join(commands)}}} ARGS...", file=sys.stderr)

@@ -13,6 +13,8 @@
 #    until /readyz and the sandbox answer;
 # 5. runs the go, java and python clients (each prints one PASS/FAIL line
 #    per check), prints a summary and exits non-zero if any check failed.
+#    Each client builds its channel with the shipped gRPC service config,
+#    proto/didit/share/v1/service_config.json (a broken file fails them).
 #
 # Quiet: install and build output goes to tests/clients/.build/setup.log and
 # is printed only when a step fails. The gateway's output is in
@@ -108,6 +110,7 @@ t_gateway=$(since "$t_gateway")
 t_clients=$(now)
 protoc=/usr/bin/protoc
 share_proto=$root/proto/didit/share/v1/share.proto
+service_config=$root/proto/didit/share/v1/service_config.json
 
 # Go: GOPATH mode against /usr/share/gocode.
 gobuild=$build/go
@@ -215,14 +218,17 @@ total_failed=0
 summary=()
 for c in $clients; do
   case $c in
-    go) cmd=("$gobuild/go-client") ;;
+    # Older grpc-go (Debian's 1.33) applies a service config's retry
+    # policy only with GRPC_GO_RETRY=on; releases since late 2021 by default.
+    go) cmd=(env GRPC_GO_RETRY=on "$gobuild/go-client") ;;
     java) cmd=(java -cp "$classpath" DiditClient) ;;
     python) cmd=(env PYTHONPATH="$pbuild" "$venv/bin/python" "$here/python/client.py") ;;
     *) say "unknown client $c"; exit 2 ;;
   esac
   say "running the $c client"
   set +e
-  timeout 180 "${cmd[@]}" "$grpc_addr" "$sandbox_url" 2>"$build/$c.stderr" </dev/null | tee "$build/$c.out"
+  timeout 180 "${cmd[@]}" "$grpc_addr" "$sandbox_url" "$service_config" 2>"$build/$c.stderr" </dev/null |
+    tee "$build/$c.out"
   rc=${PIPESTATUS[0]}
   set -e
   line=$(grep -E "^$c: [0-9]+ passed, [0-9]+ failed$" "$build/$c.out" | tail -n1 || true)

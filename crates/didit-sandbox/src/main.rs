@@ -93,6 +93,10 @@ fn print_banner(base_url: &str, dialect: Dialect) {
             y.application_id
         );
     }
+    println!(
+        "then: curl -s '{base_url}/v3/sessions/?limit=5' -H 'x-api-key: {}'",
+        x.read_only_api_key
+    );
 }
 
 async fn shutdown_signal() {

@@ -10,8 +10,8 @@ use std::sync::Arc;
 use axum::Router;
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, RawQuery, State};
-use axum::http::{HeaderMap, StatusCode, header};
-use axum::response::Response;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde_json::json;
 use uuid::Uuid;
@@ -33,6 +33,23 @@ pub(crate) fn routes() -> Router<Arc<Shared>> {
     Router::new()
         .route("/v3/sessions/", get(list))
         .route("/v3/session/{id}/decision/", get(decision))
+        // Django's APPEND_SLASH: a GET without the trailing slash is a 301.
+        .route("/v3/sessions", get(append_slash))
+        .route("/v3/session/{id}/decision", get(append_slash))
+}
+
+/// 301 to the same path with a trailing slash, query kept.
+async fn append_slash(uri: Uri) -> Response {
+    let query = uri.query().map(|q| format!("?{q}")).unwrap_or_default();
+    let location = format!("{}/{query}", uri.path());
+    match HeaderValue::from_str(&location) {
+        Ok(location) => {
+            let mut response = StatusCode::MOVED_PERMANENTLY.into_response();
+            response.headers_mut().insert(header::LOCATION, location);
+            response
+        }
+        Err(_) => StatusCode::NOT_FOUND.into_response(),
+    }
 }
 
 type Params = Vec<(String, String)>;

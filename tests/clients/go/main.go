@@ -1,12 +1,17 @@
 // Go client for didit-share-gateway, built by tests/clients/run.sh against
 // stubs generated from proto/ at test time (GOPATH mode, Debian's grpc-go).
 //
-// Usage: go-client GRPC_ADDR SANDBOX_URL
+// Usage: go-client GRPC_ADDR SANDBOX_URL SERVICE_CONFIG_JSON
 //
-// It shares finished KYC and KYB sessions of tenant service-x with
-// service-y, imports them as service-y (trust_review true and false), reads
-// the google.rpc.ErrorInfo of failed calls, calls grpc.health.v1.Health and
-// uses deadlines. Every check prints PASS or FAIL; the exit code is non-zero
+// It dials with the shipped gRPC service config
+// (proto/didit/share/v1/service_config.json) as the channel's default,
+// shares finished KYC and KYB sessions of tenant service-x with service-y,
+// imports them as service-y (trust_review true and false), reads the
+// google.rpc.ErrorInfo of failed calls, calls grpc.health.v1.Health, checks
+// that the service config's retry policy retries an import on UNAVAILABLE
+// and not a share, and uses deadlines. Older grpc-go releases (Debian's
+// 1.33) apply a retry policy only with GRPC_GO_RETRY=on in the
+// environment; run.sh sets it. Every check prints PASS or FAIL; the exit code is non-zero
 // when any check failed.
 package main
 
@@ -22,7 +27,7 @@ import (
 	"strings"
 	"time"
 
-	sharev1 "example.com/didit-share-gateway/gen/didit/share/v1"
+	sharev1 "github.com/didit-share-gateway/didit-share-gateway/gen/go/didit/share/v1"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -76,6 +81,16 @@ func (s sandbox) do(method, path string, body interface{}, out interface{}) erro
 		return json.Unmarshal(data, out)
 	}
 	return nil
+}
+
+// stats returns the sandbox's counters of calls that reached its v3 endpoints.
+func (s sandbox) stats() (share, imports int, err error) {
+	var out struct {
+		ShareCalls  int `json:"share_calls"`
+		ImportCalls int `json:"import_calls"`
+	}
+	err = s.do("GET", "/_sandbox/stats", nil, &out)
+	return out.ShareCalls, out.ImportCalls, err
 }
 
 func (s sandbox) applications() (map[string]application, error) {
@@ -249,8 +264,8 @@ func tamper(token string) string {
 }
 
 func main() {
-	if len(os.Args) != 3 {
-		fmt.Fprintln(os.Stderr, "usage: go-client GRPC_ADDR SANDBOX_URL")
+	if len(os.Args) != 4 {
+		fmt.Fprintln(os.Stderr, "usage: go-client GRPC_ADDR SANDBOX_URL SERVICE_CONFIG_JSON")
 		os.Exit(2)
 	}
 	addr, sb := os.Args[1], sandbox{strings.TrimRight(os.Args[2], "/")}
@@ -269,11 +284,21 @@ func main() {
 	}
 	x, y := apps["service-x"], apps["service-y"]
 
-	dialCtx, cancel := context.WithTimeout(context.Background(), callTimeout)
-	conn, err := grpc.DialContext(dialCtx, addr, grpc.WithInsecure(), grpc.WithBlock())
-	cancel()
-	if err != nil {
-		r.check("connect", func() error { return err })
+	// The shipped service config, as every caller should pass it: a broken
+	// file fails here (DialContext validates it).
+	var conn *grpc.ClientConn
+	r.check("connect_with_service_config", func() error {
+		serviceConfig, err := ioutil.ReadFile(os.Args[3])
+		if err != nil {
+			return err
+		}
+		dialCtx, cancel := context.WithTimeout(context.Background(), callTimeout)
+		defer cancel()
+		conn, err = grpc.DialContext(dialCtx, addr, grpc.WithInsecure(), grpc.WithBlock(),
+			grpc.WithDefaultServiceConfig(string(serviceConfig)))
+		return err
+	})
+	if conn == nil {
 		return
 	}
 	defer conn.Close()
@@ -382,6 +407,66 @@ func main() {
 			}
 		}
 		return fmt.Errorf("no google.rpc.BadRequest field violation in details: %v", details)
+	})
+
+	// The service config's retry policy: an import that fails UNAVAILABLE
+	// (Didit answered 503, which the gateway does not retry for imports) is
+	// retried by the channel and succeeds on the third attempt; a share that
+	// fails UNAVAILABLE is not retried (each attempt may mint a token).
+	r.check("service_config_retries_import_on_unavailable", func() error {
+		share, err := c.shareSession("service-x", orig, y.ApplicationID)
+		if err != nil {
+			return fmt.Errorf("share: %v", err)
+		}
+		_, before, err := sb.stats()
+		if err != nil {
+			return err
+		}
+		if err := sb.do("PUT", "/_sandbox/faults", map[string]interface{}{
+			"fail_next": 2, "error_status": 503, "endpoints": []string{"import"}}, nil); err != nil {
+			return fmt.Errorf("inject faults: %v", err)
+		}
+		defer sb.do("DELETE", "/_sandbox/faults", nil, nil)
+		ctx, cancel := tenantCtx("service-y", 20*time.Second)
+		defer cancel()
+		vd := lang + "-retried"
+		resp, err := c.imp.ImportSharedSession(ctx, &sharev1.ImportSharedSessionRequest{
+			ShareToken: share.ShareToken, WorkflowId: y.Workflows["user"], VendorData: vd})
+		if err != nil {
+			return fmt.Errorf("import was not retried to success: %v", err)
+		}
+		_, after, err := sb.stats()
+		if err != nil {
+			return err
+		}
+		if after-before != 3 {
+			return fmt.Errorf("%d import calls reached the sandbox, want 3 (two 503s, then success)", after-before)
+		}
+		return checkImport(resp, nil, orig, vd, sharev1.SessionKind_SESSION_KIND_USER,
+			sharev1.SessionStatus_SESSION_STATUS_IN_REVIEW, "In Review")
+	})
+	r.check("service_config_does_not_retry_share", func() error {
+		before, _, err := sb.stats()
+		if err != nil {
+			return err
+		}
+		if err := sb.do("PUT", "/_sandbox/faults", map[string]interface{}{
+			"fail_next": 1, "error_status": 500, "endpoints": []string{"share"}}, nil); err != nil {
+			return fmt.Errorf("inject faults: %v", err)
+		}
+		defer sb.do("DELETE", "/_sandbox/faults", nil, nil)
+		_, err = c.shareSession("service-x", orig, y.ApplicationID)
+		if err := expectError(err, codes.Unavailable, "UPSTREAM_UNAVAILABLE"); err != nil {
+			return err
+		}
+		after, _, err := sb.stats()
+		if err != nil {
+			return err
+		}
+		if after-before != 1 {
+			return fmt.Errorf("%d share calls reached the sandbox, want 1 (no retry)", after-before)
+		}
+		return nil
 	})
 
 	// Deadlines: a 5 s deadline on a real call succeeds; a 200 ms deadline

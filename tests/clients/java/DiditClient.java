@@ -2,12 +2,15 @@
 // stubs generated from proto/ at test time (Debian's grpc-java, Netty
 // transport, plain javac).
 //
-// Usage: java DiditClient GRPC_ADDR SANDBOX_URL
+// Usage: java DiditClient GRPC_ADDR SANDBOX_URL SERVICE_CONFIG_JSON
 //
-// It shares finished KYC and KYB sessions of tenant service-x with
-// service-y, imports them as service-y (trust_review true and false), reads
-// the google.rpc.ErrorInfo of failed calls, calls grpc.health.v1.Health and
-// uses deadlines. Every check prints PASS or FAIL; the exit code is non-zero
+// It builds its channel with the shipped gRPC service config
+// (proto/didit/share/v1/service_config.json) as the default config, with
+// retries enabled, shares finished KYC and KYB sessions of tenant service-x
+// with service-y, imports them as service-y (trust_review true and false),
+// reads the google.rpc.ErrorInfo of failed calls, calls
+// grpc.health.v1.Health, checks that the retry policy retries an import on
+// UNAVAILABLE and not a share, and uses deadlines. Every check prints PASS or FAIL; the exit code is non-zero
 // when any check failed.
 
 import com.didit.share.v1.ImportServiceGrpc;
@@ -37,6 +40,8 @@ import java.net.http.HttpClient;
 import java.net.http.HttpRequest;
 import java.net.http.HttpResponse;
 import java.nio.charset.StandardCharsets;
+import java.nio.file.Files;
+import java.nio.file.Path;
 import java.time.Duration;
 import java.time.Instant;
 import java.util.ArrayList;
@@ -198,27 +203,45 @@ public final class DiditClient {
   }
 
   public static void main(String[] args) throws Exception {
-    if (args.length != 2) {
-      System.err.println("usage: DiditClient GRPC_ADDR SANDBOX_URL");
+    if (args.length != 3) {
+      System.err.println("usage: DiditClient GRPC_ADDR SANDBOX_URL SERVICE_CONFIG_JSON");
       System.exit(2);
     }
     String addr = args[0];
     Sandbox sb = new Sandbox(args[1].replaceAll("/+$", ""));
-    int colon = addr.lastIndexOf(':');
-    ManagedChannel channel =
-        NettyChannelBuilder.forAddress(addr.substring(0, colon), Integer.parseInt(addr.substring(colon + 1)))
-            .usePlaintext()
-            .build();
-    try {
-      run(new DiditClient(channel), sb);
-    } catch (Throwable t) {
-      failed++;
-      System.out.println("[" + LANG + "] FAIL setup: " + t);
-    } finally {
-      channel.shutdownNow().awaitTermination(5, TimeUnit.SECONDS);
+    ManagedChannel[] channel = {null};
+    // The shipped service config, as every caller should pass it: a file
+    // that is not valid JSON, or not a valid service config, fails here
+    // (build() parses it).
+    check("connect_with_service_config", () -> {
+      int colon = addr.lastIndexOf(':');
+      channel[0] =
+          NettyChannelBuilder.forAddress(addr.substring(0, colon), Integer.parseInt(addr.substring(colon + 1)))
+              .usePlaintext()
+              .defaultServiceConfig(serviceConfig(Path.of(args[2])))
+              .enableRetry()
+              .build();
+    });
+    if (channel[0] != null) {
+      try {
+        run(new DiditClient(channel[0]), sb);
+      } catch (Throwable t) {
+        failed++;
+        System.out.println("[" + LANG + "] FAIL setup: " + t);
+      } finally {
+        channel[0].shutdownNow().awaitTermination(5, TimeUnit.SECONDS);
+      }
     }
     System.out.println(LANG + ": " + passed + " passed, " + failed + " failed");
     System.exit(failed > 0 ? 1 : 0);
+  }
+
+  /** The service config file as the Map that defaultServiceConfig wants (numbers as Double). */
+  @SuppressWarnings("unchecked")
+  static Map<String, ?> serviceConfig(Path file) throws Exception {
+    Object parsed = Json.parse(Files.readString(file, StandardCharsets.UTF_8));
+    if (!(parsed instanceof Map)) throw new IllegalArgumentException(file + ": not a JSON object");
+    return (Map<String, ?>) parsed;
   }
 
   static void run(DiditClient c, Sandbox sb) throws Exception {
@@ -299,6 +322,46 @@ public final class DiditClient {
       require(violations, "no google.rpc.BadRequest field violation in details");
     });
 
+    // The service config's retry policy: an import that fails UNAVAILABLE
+    // (Didit answered 503, which the gateway does not retry for imports) is
+    // retried by the channel and succeeds on the third attempt; a share that
+    // fails UNAVAILABLE is not retried (each attempt may mint a token).
+    check("service_config_retries_import_on_unavailable", () -> {
+      String token = c.shareSession("service-x", orig, yApp).getShareToken();
+      long before = sb.stat("import_calls");
+      sb.call("PUT", "/_sandbox/faults",
+          "{\"fail_next\":2,\"error_status\":503,\"endpoints\":[\"import\"]}");
+      try {
+        String vd = LANG + "-retried";
+        ImportSharedSessionResponse r = c.imports("service-y")
+            .withDeadlineAfter(20, TimeUnit.SECONDS)
+            .importSharedSession(ImportSharedSessionRequest.newBuilder()
+                .setShareToken(token)
+                .setWorkflowId(Sandbox.workflow(y, "user"))
+                .setVendorData(vd)
+                .build());
+        long calls = sb.stat("import_calls") - before;
+        require(calls == 3, calls + " import calls reached the sandbox, want 3 (two 503s, then success)");
+        checkImport(r, orig, vd, SessionKind.SESSION_KIND_USER, SessionStatus.SESSION_STATUS_IN_REVIEW,
+            "In Review");
+      } finally {
+        sb.call("DELETE", "/_sandbox/faults", null);
+      }
+    });
+    check("service_config_does_not_retry_share", () -> {
+      long before = sb.stat("share_calls");
+      sb.call("PUT", "/_sandbox/faults",
+          "{\"fail_next\":1,\"error_status\":500,\"endpoints\":[\"share\"]}");
+      try {
+        expectError(() -> c.shareSession("service-x", orig, yApp),
+            Status.Code.UNAVAILABLE, "UPSTREAM_UNAVAILABLE");
+        long calls = sb.stat("share_calls") - before;
+        require(calls == 1, calls + " share calls reached the sandbox, want 1 (no retry)");
+      } finally {
+        sb.call("DELETE", "/_sandbox/faults", null);
+      }
+    });
+
     // Deadlines: a 5 s deadline on a real call succeeds; a 200 ms deadline
     // while the sandbox answers after 1 s ends in DEADLINE_EXCEEDED.
     ShareSessionRequest req =
@@ -352,6 +415,14 @@ public final class DiditClient {
         if (name.equals(app.get("name"))) return app;
       }
       throw new IllegalStateException("sandbox has no application " + name);
+    }
+
+    /** One counter of GET /_sandbox/stats (calls that reached the v3 endpoints). */
+    @SuppressWarnings("unchecked")
+    long stat(String name) throws Exception {
+      Object v = ((Map<String, Object>) Json.parse(call("GET", "/_sandbox/stats", null))).get(name);
+      if (!(v instanceof Double)) throw new IllegalStateException("sandbox stats have no " + name);
+      return ((Double) v).longValue();
     }
 
     @SuppressWarnings("unchecked")

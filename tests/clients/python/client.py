@@ -1,12 +1,15 @@
 """Python client for didit-share-gateway, run by tests/clients/run.sh against
 stubs generated from proto/ at test time (grpcio + grpcio-tools in a venv).
 
-Usage: python client.py GRPC_ADDR SANDBOX_URL   (generated stubs on PYTHONPATH)
+Usage: python client.py GRPC_ADDR SANDBOX_URL SERVICE_CONFIG_JSON
+       (generated stubs on PYTHONPATH)
 
-It shares finished KYC and KYB sessions of tenant service-x with service-y,
-imports them as service-y (trust_review true and false), reads the
-google.rpc.ErrorInfo of failed calls, calls grpc.health.v1.Health and uses
-deadlines. Every check prints PASS or FAIL; the exit code is non-zero when any
+It opens its channel with the shipped gRPC service config
+(proto/didit/share/v1/service_config.json) as the default config, shares
+finished KYC and KYB sessions of tenant service-x with service-y, imports them
+as service-y (trust_review true and false), reads the google.rpc.ErrorInfo of
+failed calls, calls grpc.health.v1.Health, checks that the retry policy
+retries an import on UNAVAILABLE and not a share, and uses deadlines. Every check prints PASS or FAIL; the exit code is non-zero when any
 check failed.
 """
 
@@ -40,6 +43,10 @@ class Sandbox:
         with urllib.request.urlopen(req, timeout=10) as resp:
             raw = resp.read()
         return json.loads(raw) if raw else None
+
+    def stat(self, name):
+        """One counter of GET /_sandbox/stats (calls that reached the v3 endpoints)."""
+        return self.call("GET", "/_sandbox/stats")[name]
 
     def applications(self):
         apps = {a["name"]: a for a in self.call("GET", "/_sandbox/applications")}
@@ -75,11 +82,11 @@ class Client:
             share_pb2.ShareSessionRequest(session_id=session_id, for_application_id=for_app),
             metadata=tenant(tenant_id), timeout=timeout)
 
-    def import_(self, tenant_id, token, workflow, vendor_data, trust):
+    def import_(self, tenant_id, token, workflow, vendor_data, trust, timeout=TIMEOUT):
         return self.import_stub.ImportSharedSession(
             share_pb2.ImportSharedSessionRequest(
                 share_token=token, workflow_id=workflow, vendor_data=vendor_data, trust_review=trust),
-            metadata=tenant(tenant_id), timeout=TIMEOUT)
+            metadata=tenant(tenant_id), timeout=timeout)
 
 
 def details(err):
@@ -171,13 +178,23 @@ def tamper(token):
     return token[:i] + ("B" if token[i] == "A" else "A") + token[i + 1:]
 
 
-def run(r, addr, sb):
+def run(r, addr, sb, service_config_path):
     apps = sb.applications()
     x, y = apps["service-x"], apps["service-y"]
     x_app, y_app = x["application_id"], y["application_id"]
 
-    channel = grpc.insecure_channel(addr)
-    grpc.channel_ready_future(channel).result(timeout=TIMEOUT)
+    # The shipped service config, as every caller should pass it. A file that
+    # is not JSON fails here; gRPC turns an invalid config into a channel that
+    # never becomes ready.
+    with open(service_config_path, encoding="utf-8") as f:
+        service_config = json.dumps(json.load(f))
+    channel = grpc.insecure_channel(addr, options=[("grpc.service_config", service_config)])
+    failed_before = r.failed
+    r.check("connect_with_service_config",
+            lambda: grpc.channel_ready_future(channel).result(timeout=TIMEOUT))
+    if r.failed > failed_before:
+        channel.close()
+        return
     c = Client(channel)
 
     for name, service in (("health_overall", ""),
@@ -248,6 +265,38 @@ def run(r, addr, sb):
     r.check("error_unknown_tenant", unknown_tenant)
     r.check("error_invalid_request", invalid_request)
 
+    # The service config's retry policy: an import that fails UNAVAILABLE
+    # (Didit answered 503, which the gateway does not retry for imports) is
+    # retried by the channel and succeeds on the third attempt; a share that
+    # fails UNAVAILABLE is not retried (each attempt may mint a token).
+    def retries_import():
+        token = c.share("service-x", orig, y_app).share_token
+        before = sb.stat("import_calls")
+        sb.call("PUT", "/_sandbox/faults", {"fail_next": 2, "error_status": 503, "endpoints": ["import"]})
+        try:
+            vd = f"{LANG}-retried"
+            resp = c.import_("service-y", token, y["workflows"]["user"], vd, False, timeout=20.0)
+            calls = sb.stat("import_calls") - before
+            assert calls == 3, f"{calls} import calls reached the sandbox, want 3 (two 503s, then success)"
+            check_import(resp, orig, vd, share_pb2.SESSION_KIND_USER, share_pb2.SESSION_STATUS_IN_REVIEW,
+                         "In Review")
+        finally:
+            sb.call("DELETE", "/_sandbox/faults")
+
+    def does_not_retry_share():
+        before = sb.stat("share_calls")
+        sb.call("PUT", "/_sandbox/faults", {"fail_next": 1, "error_status": 500, "endpoints": ["share"]})
+        try:
+            expect_error(lambda: c.share("service-x", orig, y_app),
+                         grpc.StatusCode.UNAVAILABLE, "UPSTREAM_UNAVAILABLE")
+            calls = sb.stat("share_calls") - before
+            assert calls == 1, f"{calls} share calls reached the sandbox, want 1 (no retry)"
+        finally:
+            sb.call("DELETE", "/_sandbox/faults")
+
+    r.check("service_config_retries_import_on_unavailable", retries_import)
+    r.check("service_config_does_not_retry_share", does_not_retry_share)
+
     # Deadlines: a 5 s deadline on a real call succeeds; a 200 ms deadline
     # while the sandbox answers after 1 s ends in DEADLINE_EXCEEDED.
     r.check("deadline_5s_ok", lambda: c.share("service-x", orig, y_app, timeout=5.0))
@@ -272,12 +321,12 @@ def run(r, addr, sb):
 
 
 def main():
-    if len(sys.argv) != 3:
-        print("usage: client.py GRPC_ADDR SANDBOX_URL", file=sys.stderr)
+    if len(sys.argv) != 4:
+        print("usage: client.py GRPC_ADDR SANDBOX_URL SERVICE_CONFIG_JSON", file=sys.stderr)
         return 2
     r = Runner()
     try:
-        run(r, sys.argv[1], Sandbox(sys.argv[2]))
+        run(r, sys.argv[1], Sandbox(sys.argv[2]), sys.argv[3])
     except Exception as e:  # noqa: BLE001
         r.failed += 1
         print(f"[{LANG}] FAIL setup: {type(e).__name__}: {e}", flush=True)

@@ -40,6 +40,9 @@ async fn a_dropped_import_was_made_and_is_found_through_the_reads() {
         assert_eq!(active.body["per_endpoint"]["import"]["drop_next"], 1);
         assert_eq!(active.body["endpoints"], json!(["share", "import"]));
 
+        env.sandbox
+            .add_webhook_destination(env.y.application_id, "http://127.0.0.1:9/hooks", "s")
+            .expect("destination");
         let body = env.y_import(&token);
         let path = "/v3/session/import-shared/";
         lost(&env, Method::POST, path, &env.y.api_key, Some(&body)).await;
@@ -73,6 +76,11 @@ async fn a_dropped_import_was_made_and_is_found_through_the_reads() {
         assert_eq!(decision.status, 200);
         assert_eq!(decision.body["shared_from_session"], original.to_string());
         assert_eq!(decision.body["session_number"], 1);
+        // Its webhook was fired all the same.
+        let fired = env.sandbox.webhook_deliveries();
+        assert_eq!(fired.len(), 1);
+        assert_eq!(fired[0].session_id.to_string(), id);
+        assert_eq!(fired[0].webhook_type, "status.updated");
 
         let stats = env.stats().await;
         assert_eq!(
