@@ -18,6 +18,7 @@ mod reflection;
 mod reload;
 mod retries;
 mod sessions;
+mod sessions_redis;
 mod share_import;
 mod shutdown;
 mod state;

@@ -5,7 +5,7 @@
 mod behaviour;
 mod config;
 mod redis_only;
-mod server;
+pub mod server;
 mod tls;
 
 use std::time::Duration;
