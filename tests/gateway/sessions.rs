@@ -332,3 +332,62 @@ async fn the_webhook_port_knows_only_tenants_with_a_secret() {
     assert_eq!(post("service-x").await.unwrap().status().as_u16(), 401);
     env.stop().await;
 }
+
+#[tokio::test]
+async fn a_reload_rotates_the_webhook_secret_at_once() {
+    use didit_share_gateway::webhooks::WebhookSecret;
+    use didit_share_gateway::webhooks::signature::sign;
+
+    let env = with_webhooks(|_| {}).await;
+    let gateway = env.gateway();
+    let addr = gateway.webhooks_addr.unwrap();
+    let x = crate::env::demo("service-x");
+    let deliver = |secret: WebhookSecret| {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let body = json!({"webhook_type": "status.updated", "session_id": uuid::Uuid::new_v4().to_string(),
+                          "status": "Approved", "timestamp": now})
+        .to_string();
+        env.http
+            .post(format!("http://{addr}/webhooks/didit/service-x"))
+            .header("x-timestamp", now.to_string())
+            .header("x-signature", sign(&secret, body.as_bytes()))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (key, hook) = (dir.path().join("key"), dir.path().join("hook"));
+    std::fs::write(&key, &x.api_key).unwrap();
+    std::fs::write(&hook, "rotated-secret").unwrap();
+    let file = dir.path().join("gateway.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "[upstream]\nbase_url = \"{}\"\n[auth]\nmode = \"none\"\n[[tenants]]\nid = \"service-x\"\napplication_id = \"{}\"\napi_key_file = \"{}\"\nallowed_callers = [\"*\"]\nwebhook_secret_file = \"{}\"\n[webhooks]\nlisten = \"127.0.0.1:0\"\n",
+            env.sandbox.base_url(),
+            x.application_id,
+            key.display(),
+            hook.display()
+        ),
+    )
+    .unwrap();
+    let rotated = WebhookSecret::new("rotated-secret".into());
+    assert_eq!(
+        deliver(rotated.clone()).await.unwrap().status().as_u16(),
+        401
+    );
+    gateway.reload_from(&file).unwrap();
+    assert_eq!(deliver(rotated).await.unwrap().status().as_u16(), 200);
+    assert_eq!(
+        deliver(WebhookSecret::new("some-other".into()))
+            .await
+            .unwrap()
+            .status()
+            .as_u16(),
+        401
+    );
+    env.stop().await;
+}
