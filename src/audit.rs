@@ -7,6 +7,9 @@
 //! holds a key, a share token (only a SHA-256 prefix), vendor_data in clear
 //! (only a SHA-256 prefix) or any field of the session's personal data.
 
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+
 use sha2::{Digest as _, Sha256};
 
 /// The tracing target of audit events.
@@ -109,6 +112,53 @@ impl AuditEvent {
     }
 }
 
+/// A call's audit event while the call runs, shared by the call's record
+/// (which fills the common fields and emits it exactly once, on the call's
+/// end or when the caller cancels) and the RPC's work (which fills its own
+/// fields through [`set`](Self::set) as it learns them, so that a call
+/// failing half-way still reports what was known).
+///
+/// Adding a field: add it to [`AuditEvent`] and to [`AuditEvent::emit`],
+/// then set it where the RPC learns it (`src/service/<rpc>.rs`).
+#[derive(Clone, Debug, Default)]
+pub struct AuditFields(Arc<Mutex<AuditEvent>>);
+
+impl AuditFields {
+    /// Fills some fields of the event.
+    pub fn set(&self, fill: impl FnOnce(&mut AuditEvent)) {
+        fill(&mut self.0.lock().unwrap_or_else(PoisonError::into_inner));
+    }
+
+    /// The event as filled so far.
+    pub fn snapshot(&self) -> AuditEvent {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+}
+
+/// The HTTP status of the last answer Didit gave a call's upstream
+/// requests (`None` until one arrived), recorded by the transport and read
+/// by the call's audit event. Clones share the value.
+#[derive(Clone, Debug, Default)]
+pub struct UpstreamStatus(Arc<AtomicU16>);
+
+impl UpstreamStatus {
+    /// Records an answer's status.
+    pub fn record(&self, status: u16) {
+        self.0.store(status, Ordering::Relaxed);
+    }
+
+    /// The last status recorded, if any.
+    pub fn get(&self) -> Option<u16> {
+        match self.0.load(Ordering::Relaxed) {
+            0 => None,
+            status => Some(status),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -121,6 +171,17 @@ mod tests {
         assert_ne!(prefix, sha256_prefix(b"vendor-124"));
         // sha256("abc") starts ba7816bf8f01cfea.
         assert_eq!(sha256_prefix(b"abc"), "ba7816bf8f01cfea");
+    }
+
+    #[test]
+    fn fields_and_statuses_are_shared_by_clones() {
+        let fields = AuditFields::default();
+        fields.clone().set(|e| e.workflow_id = Some("wf".into()));
+        assert_eq!(fields.snapshot().workflow_id.as_deref(), Some("wf"));
+        let status = UpstreamStatus::default();
+        assert_eq!(status.get(), None);
+        status.clone().record(201);
+        assert_eq!(status.get(), Some(201));
     }
 
     #[test]

@@ -10,6 +10,7 @@ use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
 use crate::didit::{DiditError, Rejection, UpstreamReply};
+use crate::policy::Refusal;
 
 /// `ErrorInfo.domain` of every error.
 pub const ERROR_DOMAIN: &str = "didit-share-gateway";
@@ -69,6 +70,9 @@ pub enum GatewayError {
         /// When a token will be available again.
         retry_after: Duration,
     },
+    /// The tenant's partner policy refused the call.
+    #[error(transparent)]
+    PolicyRefused(#[from] Refusal),
     /// The caller's deadline passed.
     #[error("the deadline passed before Didit answered")]
     DeadlineExceeded,
@@ -113,6 +117,20 @@ impl GatewayError {
             Self::EventLogUnavailable(_) => (Code::Unavailable, "STATE_UNAVAILABLE"),
             Self::WebhooksNotConfigured => (Code::FailedPrecondition, "WEBHOOKS_NOT_CONFIGURED"),
             Self::ShuttingDown => (Code::Unavailable, "SHUTTING_DOWN"),
+            Self::PolicyRefused(refusal) => match refusal {
+                Refusal::PartnerNotListed
+                | Refusal::ShareNotAgreed
+                | Refusal::ImportNotAgreed
+                | Refusal::KindNotCovered { .. } => (Code::PermissionDenied, "PARTNER_NOT_ALLOWED"),
+                Refusal::TrustReviewNotAgreed => {
+                    (Code::PermissionDenied, "TRUST_REVIEW_NOT_ALLOWED")
+                }
+                Refusal::TtlAboveMaximum { .. } => (Code::InvalidArgument, "INVALID_REQUEST"),
+                Refusal::TokenForAnotherApplication => {
+                    (Code::PermissionDenied, "SHARE_TOKEN_WRONG_APPLICATION")
+                }
+                Refusal::TokenUnreadable(_) => (Code::FailedPrecondition, "SHARE_TOKEN_INVALID"),
+            },
             Self::Upstream(err) => match err {
                 DiditError::Rejected { rejection, .. } => match rejection {
                     Rejection::SessionNotFound => (Code::NotFound, "SESSION_NOT_FOUND"),
@@ -159,6 +177,15 @@ impl GatewayError {
         }
     }
 
+    /// The HTTP status of Didit's answer that caused this error, if Didit
+    /// answered (for the audit trail).
+    pub fn upstream_status(&self) -> Option<u16> {
+        match self {
+            Self::Upstream(DiditError::Protocol { status, .. }) => Some(*status),
+            _ => self.upstream_reply().map(|reply| reply.status),
+        }
+    }
+
     fn upstream_reply(&self) -> Option<&UpstreamReply> {
         match self {
             Self::Upstream(DiditError::Rejected { reply, .. })
@@ -194,11 +221,21 @@ impl From<GatewayError> for Status {
         {
             metadata.insert("session_id".to_owned(), id.clone());
         }
+        if let GatewayError::PolicyRefused(refusal) = &err {
+            metadata.insert("policy".to_owned(), refusal.name().to_owned());
+            if let Refusal::KindNotCovered { kind } = refusal {
+                let kind = crate::policy::kind_name(*kind);
+                metadata.insert("session_kind".to_owned(), kind.to_owned());
+            }
+        }
         let mut details = ErrorDetails::with_error_info(reason, ERROR_DOMAIN, metadata);
         if let GatewayError::InvalidRequest(violations) = &err {
             for v in violations {
                 details.add_bad_request_violation(v.field, v.description.clone());
             }
+        }
+        if let GatewayError::PolicyRefused(refusal @ Refusal::TtlAboveMaximum { .. }) = &err {
+            details.add_bad_request_violation("ttl_seconds", refusal.to_string());
         }
         if let Some(wait) = err.retry_after() {
             details.set_retry_info(Some(wait));
@@ -244,6 +281,17 @@ mod tests {
             GatewayError::EventLogUnavailable("x".into()),
             GatewayError::WebhooksNotConfigured,
             GatewayError::ShuttingDown,
+            Refusal::PartnerNotListed.into(),
+            Refusal::ShareNotAgreed.into(),
+            Refusal::ImportNotAgreed.into(),
+            Refusal::KindNotCovered {
+                kind: crate::session::SessionKind::User,
+            }
+            .into(),
+            Refusal::TtlAboveMaximum { max: 60 }.into(),
+            Refusal::TrustReviewNotAgreed.into(),
+            Refusal::TokenForAnotherApplication.into(),
+            Refusal::TokenUnreadable(crate::share_token::ClaimsError::NotJwt).into(),
             DiditError::RateLimited {
                 retry_after: None,
                 reply: reply(),

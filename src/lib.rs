@@ -7,10 +7,12 @@
 //! # Layout
 //! - [`config`]: the TOML config, one type per section, and its validation.
 //! - [`tenant`]: tenants, their (redacted) API keys, `x-tenant-id` lookup.
+//! - [`trace_context`]: which W3C `traceparent` goes upstream (valid or fresh).
 //! - [`audit`]: the one audit event per RPC, on the tracing target `audit`.
 //! - [`auth`]: caller identity (mtls, mesh XFCC, none) and `allowed_callers`.
 //! - [`secrets`]: API key files re-read on change.
 //! - [`session`]: the plain-Rust domain: share/import requests and results.
+//! - [`policy`]: partner policies (data-sharing agreements) for share and import.
 //! - [`share_token`]: reading a share token's claims (unverified) for policy and recovery.
 //! - [`gateway`]: the core: share and import with de-duplication and replay.
 //! - [`coalesce`]: in-flight de-duplication of identical calls.
@@ -47,6 +49,7 @@ pub mod gateway;
 pub mod grpc;
 pub mod limits;
 pub mod metrics;
+pub mod policy;
 pub mod proto;
 pub mod replay;
 pub mod secrets;
@@ -56,6 +59,7 @@ pub mod share_token;
 pub mod state;
 pub mod telemetry;
 pub mod tenant;
+pub mod trace_context;
 pub mod webhooks;
 
 /// Installs rustls' ring provider as the process default (idempotent).

@@ -55,6 +55,15 @@ pub struct TenantLabels {
     pub tenant: String,
 }
 
+/// Labels of a partner-policy refusal.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PolicyRefusalLabels {
+    /// A configured tenant id.
+    pub tenant: String,
+    /// The refusal's name ([`crate::policy::Refusal::name`]).
+    pub reason: &'static str,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct BuildLabels {
     version: &'static str,
@@ -103,6 +112,8 @@ pub struct Metrics {
     pub tenant_rate_limited: Family<TenantLabels, Counter>,
     /// API key file reloads that failed (the last good key stays in use).
     pub key_reload_failures: Family<TenantLabels, Counter>,
+    /// Calls refused by a tenant's partner policy, by tenant and reason.
+    pub policy_refusals: Family<PolicyRefusalLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -213,6 +224,12 @@ impl Metrics {
             "API key reloads that failed; the last good key stays in use",
             key_reload_failures.clone(),
         );
+        let policy_refusals = Family::default();
+        registry.register(
+            "policy_refusals",
+            "Calls refused by a tenant's partner policy (data-sharing agreements)",
+            policy_refusals.clone(),
+        );
         let build_info = Family::<BuildLabels, Gauge>::default();
         build_info
             .get_or_create(&BuildLabels {
@@ -247,6 +264,7 @@ impl Metrics {
             shed,
             tenant_rate_limited,
             key_reload_failures,
+            policy_refusals,
         }
     }
 

@@ -9,10 +9,30 @@ use secrecy::{ExposeSecret, SecretString};
 use uuid::Uuid;
 
 use crate::error::GatewayError;
+use crate::policy::PartnerPolicy;
 use crate::webhooks::WebhookSecret;
 
 /// The metadata key callers name their tenant in.
 pub const TENANT_HEADER: &str = "x-tenant-id";
+
+/// The grammar of a tenant id, in `x-tenant-id` and in the config alike:
+/// 1 to 64 characters of `A-Z a-z 0-9 . _ -`.
+pub fn is_valid_tenant_id(id: &str) -> bool {
+    (1..=64).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+/// The `x-tenant-id` of a request, if present and a valid id: the one
+/// parse of that header for every consumer (the service's lookup and any
+/// admission layer), so none of them can see a different tenant.
+pub fn tenant_header(headers: &http::HeaderMap) -> Option<&str> {
+    headers
+        .get(TENANT_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .filter(|id| is_valid_tenant_id(id))
+}
 
 /// A Didit API key. Debug prints a redaction; the memory is zeroed on drop.
 #[derive(Clone)]
@@ -49,6 +69,9 @@ pub struct Tenant {
     pub allowed_callers: Vec<String>,
     /// Calls per minute this tenant may make through the gateway.
     pub rate_limit_per_minute: u32,
+    /// Its data-sharing agreements; swapped with the tenant on a reload, so
+    /// a call keeps the policy it started under.
+    pub policy: PartnerPolicy,
     /// The file the key is re-read from when it changes, if any.
     key_file: Option<std::path::PathBuf>,
     /// Whether the last reload of the key file failed (to log changes once).
@@ -72,6 +95,7 @@ impl Tenant {
             key: ArcSwap::from_pointee(key),
             allowed_callers,
             rate_limit_per_minute,
+            policy: PartnerPolicy::Open,
             key_file: None,
             key_reload_failing: std::sync::atomic::AtomicBool::new(false),
             webhook_secret: None,
@@ -87,6 +111,12 @@ impl Tenant {
     /// The secret its webhooks are verified with, if any.
     pub fn webhook_secret(&self) -> Option<Arc<WebhookSecret>> {
         self.webhook_secret.clone()
+    }
+
+    /// Puts the tenant under `policy` (the default is [`PartnerPolicy::Open`]).
+    pub fn with_policy(mut self, policy: PartnerPolicy) -> Self {
+        self.policy = policy;
+        self
     }
 
     /// Marks the key as coming from `path`, to be re-read on change.
@@ -128,10 +158,14 @@ impl Tenants {
         }
     }
 
-    /// The tenant a caller named, or `UNKNOWN_TENANT`.
+    /// The tenant a caller named, or `UNKNOWN_TENANT`. The id is taken
+    /// exactly as sent: one that is not [`is_valid_tenant_id`] (e.g. with
+    /// a trailing space) is refused, never trimmed, so that every consumer
+    /// of the header (lookup, limits, labels) sees the same tenant.
     pub fn resolve(&self, tenant_id: Option<&str>) -> Result<Arc<Tenant>, GatewayError> {
         tenant_id
-            .and_then(|id| self.by_id.get(id.trim()))
+            .filter(|id| is_valid_tenant_id(id))
+            .and_then(|id| self.by_id.get(id))
             .cloned()
             .ok_or(GatewayError::UnknownTenant)
     }
@@ -178,6 +212,36 @@ mod tests {
             tenants.resolve(None),
             Err(GatewayError::UnknownTenant)
         ));
+    }
+
+    #[test]
+    fn tenant_ids_are_taken_exactly_never_trimmed() {
+        let tenants = Tenants::new([Tenant::new(
+            "service-x".into(),
+            Uuid::nil(),
+            ApiKey::new("k".into()),
+            vec![],
+            300,
+        )]);
+        for bad in [
+            "service-x ",
+            " service-x",
+            "service-x\t",
+            "service-x\n",
+            "SERVICE-X",
+            "service-x/",
+            "",
+        ] {
+            assert!(
+                matches!(tenants.resolve(Some(bad)), Err(GatewayError::UnknownTenant)),
+                "{bad:?}"
+            );
+        }
+        assert!(tenants.resolve(Some("service-x")).is_ok());
+        assert!(is_valid_tenant_id(&"a".repeat(64)));
+        assert!(!is_valid_tenant_id(&"a".repeat(65)));
+        assert!(is_valid_tenant_id("A.b_c-9"));
+        assert!(!is_valid_tenant_id("é"));
     }
 
     #[test]

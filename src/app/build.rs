@@ -60,6 +60,7 @@ pub(super) fn settings(config: &Config) -> Result<Settings, ConfigError> {
     Ok(Settings {
         tenants: Tenants::new(config.build_tenants()?),
         auth: config.auth.policy(),
+        audit: config.audit,
     })
 }
 
@@ -95,19 +96,47 @@ fn server_tls(config: &Config) -> Result<Option<ServerTlsConfig>, ConfigError> {
 /// in-process sandbox (`service-x`, `service-y`, `service-z`), named after
 /// it, wired to the sandbox at `base_url`; only with the `sandbox` feature,
 /// callers not authenticated (a local demo), every section at its defaults.
+///
+/// The demo shows the partner policy: `service-x` and `service-y` are
+/// sister brands (share, import and trust_review both ways, both kinds, up
+/// to a day); `service-z` is in neither's agreements, so they refuse to
+/// share with it or import from it; `service-z` itself has no policy.
 #[cfg(feature = "sandbox")]
 pub fn sandbox_config(base_url: &str) -> Config {
     use crate::config::{KeySource, ReplayConfig, ServerConfig, TenantConfig, UpstreamConfig};
     use crate::tenant::ApiKey;
-    let tenants = didit_sandbox::demo_applications()
-        .into_iter()
+    let apps = didit_sandbox::demo_applications();
+    let sister = |name: &str| {
+        apps.iter()
+            .find(|app| app.name == name)
+            .map(|app| crate::policy::Partner {
+                application_id: app.application_id,
+                name: app.name.clone(),
+                agreement: "DEMO-SISTER-BRANDS".into(),
+                share: true,
+                import: true,
+                trust_review: true,
+                max_ttl_seconds: crate::policy::MAX_TTL_SECONDS,
+                session_kinds: vec![
+                    crate::session::SessionKind::User,
+                    crate::session::SessionKind::Business,
+                ],
+            })
+    };
+    let tenants = apps
+        .iter()
         .map(|app| TenantConfig {
-            id: app.name,
+            id: app.name.clone(),
             application_id: app.application_id,
-            key_source: KeySource::Inline(ApiKey::new(app.api_key)),
+            key_source: KeySource::Inline(ApiKey::new(app.api_key.clone())),
             allowed_callers: vec!["*".into()],
             rate_limit_per_minute: TenantConfig::DEFAULT_RATE_LIMIT_PER_MINUTE,
             webhook_secret: None,
+            partners: match app.name.as_str() {
+                "service-x" => Some(sister("service-y").into_iter().collect()),
+                "service-y" => Some(sister("service-x").into_iter().collect()),
+                _ => None,
+            },
         })
         .collect();
     Config {
@@ -118,6 +147,7 @@ pub fn sandbox_config(base_url: &str) -> Config {
         auth: AuthConfig::None,
         tenants,
         webhooks: None,
+        audit: crate::audit::AuditConfig::default(),
     }
 }
 

@@ -118,6 +118,7 @@ pub async fn start(mut config: Config, options: StartOptions) -> Result<Running,
         tenants = config.tenants.len(),
         "didit-share-gateway listening"
     );
+    warn_tenants_without_policy(&config);
     if config.auth == AuthConfig::None {
         tracing::warn!(
             "auth mode none: any caller that can reach this port may act for any tenant"
@@ -289,5 +290,17 @@ impl Drop for Background {
         for task in &self.0 {
             task.abort();
         }
+    }
+}
+
+/// One warning naming the tenants without a partner policy (any partner
+/// may receive their shares and have its tokens imported), if any.
+pub(crate) fn warn_tenants_without_policy(config: &Config) {
+    let open = config.tenants_without_policy();
+    if !open.is_empty() {
+        tracing::warn!(
+            tenants = ?open,
+            "tenants without a partner policy ([[tenants.partners]]): any partner application is allowed"
+        );
     }
 }

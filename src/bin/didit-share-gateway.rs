@@ -254,6 +254,9 @@ mod sandbox_mode {
                     app.name, app.application_id, app.workflows.user, app.workflows.business
                 );
             }
+            println!(
+                "partner policy: service-x and service-y are sister brands; service-z is in neither's agreements (docs/partner-policy.md)"
+            );
             let port = grpc_addr.port();
             println!(
                 "first call:  cargo run --example share_then_import -- --gateway http://127.0.0.1:{port} --sandbox {base}"

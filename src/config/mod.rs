@@ -18,10 +18,13 @@
 //!   the server's TLS.
 //! - `tenants.rs`: [`TenantConfig`], `[[tenants]]`, turned into
 //!   [`crate::tenant::Tenants`].
+//! - `partners.rs`: `[[tenants.partners]]`, each tenant's data-sharing
+//!   agreements, turned into [`crate::policy::Partner`]s.
 //! - `report.rs`: [`CheckReport`], what `--check-config` prints, as text or
 //!   JSON.
 
 mod auth;
+mod partners;
 mod replay;
 mod report;
 mod server;
@@ -37,6 +40,7 @@ use serde::Deserialize;
 use crate::tenant::Tenant;
 use crate::webhooks::WebhooksConfig;
 
+pub use crate::audit::AuditConfig;
 pub use auth::AuthConfig;
 pub use replay::ReplayConfig;
 pub use report::CheckReport;
@@ -103,6 +107,8 @@ pub struct Config {
     /// `[webhooks]`: the webhook port and the session event log; webhooks
     /// are served only when the section is present.
     pub webhooks: Option<WebhooksConfig>,
+    /// `[audit]`: whether the audit trail is written (a reload applies it).
+    pub audit: AuditConfig,
 }
 
 /// The file as written.
@@ -118,6 +124,8 @@ struct FileConfig {
     #[serde(default)]
     tenants: Vec<tenants::TenantSection>,
     webhooks: Option<WebhooksConfig>,
+    #[serde(default)]
+    audit: AuditConfig,
 }
 
 /// Addresses given on the command line, which win over the file's and are
@@ -186,6 +194,7 @@ impl Config {
             auth: auth.into_config()?,
             tenants: tenants::from_sections(file.tenants)?,
             webhooks: file.webhooks,
+            audit: file.audit,
         })
     }
 
@@ -205,6 +214,15 @@ impl Config {
                 None => Ok(()),
             })
             .map_err(|e| e.in_file(&self.source))
+    }
+
+    /// The ids of the tenants without a partner policy (any partner).
+    pub fn tenants_without_policy(&self) -> Vec<&str> {
+        self.tenants
+            .iter()
+            .filter(|t| t.partners.is_none())
+            .map(|t| t.id.as_str())
+            .collect()
     }
 
     /// Builds the tenants, reading every key. Fails with the tenant's key name.

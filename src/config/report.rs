@@ -8,6 +8,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use super::{AuthConfig, Config, ConfigError, KeySource};
+use crate::policy::{Partner, kind_name};
 
 /// The result of validating one config file, key files included.
 #[derive(Debug)]
@@ -28,7 +29,8 @@ impl CheckReport {
     }
 
     /// The result as one JSON object: `{"ok": true, "file", "server",
-    /// "upstream", "replay", "auth", "tenants"}` (durations in whole
+    /// "upstream", "replay", "auth", "tenants"}` (each tenant's `partners`
+    /// is a list, or null for a tenant without a policy) (durations in whole
     /// milliseconds, `*_ms`), or `{"ok": false, "file", "error": {"key",
     /// "problem", "message"}}`. Never contains a key.
     pub fn json(&self) -> Value {
@@ -56,6 +58,9 @@ impl CheckReport {
                     "application_id": t.application_id,
                     "allowed_callers": t.allowed_callers,
                     "rate_limit_per_minute": t.rate_limit_per_minute,
+                    "partners": t.partners.as_ref().map(|list| {
+                        list.iter().map(partner_json).collect::<Vec<_>>()
+                    }),
                 });
                 match &t.key_source {
                     KeySource::File(path) => {
@@ -145,9 +150,54 @@ impl CheckReport {
                 "  tenant {:<16} application {}  {key}  {}/min  callers {:?}",
                 t.id, t.application_id, t.rate_limit_per_minute, t.allowed_callers
             ));
+            match &t.partners {
+                None => lines.push(
+                    "    partners      no policy: any partner application is allowed".to_owned(),
+                ),
+                Some(list) if list.is_empty() => {
+                    lines.push("    partners      none: every partner is refused".to_owned())
+                }
+                Some(list) => lines.extend(list.iter().map(partner_text)),
+            }
         }
         lines.join("\n")
     }
+}
+
+/// One partner for people: who, under which agreement, what is allowed.
+fn partner_text(p: &Partner) -> String {
+    let allowed: Vec<&str> = [
+        ("share", p.share),
+        ("import", p.import),
+        ("trust_review", p.trust_review),
+    ]
+    .into_iter()
+    .filter_map(|(what, yes)| yes.then_some(what))
+    .collect();
+    let kinds: Vec<&str> = p.session_kinds.iter().copied().map(kind_name).collect();
+    format!(
+        "    partner {:<14} application {}  agreement {}  allows [{}]  max ttl {}s  kinds [{}]",
+        p.name,
+        p.application_id,
+        p.agreement,
+        allowed.join(", "),
+        p.max_ttl_seconds,
+        kinds.join(", ")
+    )
+}
+
+/// One partner for tooling.
+fn partner_json(p: &Partner) -> Value {
+    json!({
+        "application_id": p.application_id,
+        "name": p.name,
+        "agreement": p.agreement,
+        "share": p.share,
+        "import": p.import,
+        "trust_review": p.trust_review,
+        "max_ttl_seconds": p.max_ttl_seconds,
+        "session_kinds": p.session_kinds.iter().copied().map(kind_name).collect::<Vec<_>>(),
+    })
 }
 
 fn auth_text(auth: &AuthConfig) -> String {

@@ -8,6 +8,8 @@ use serde::Deserialize;
 use uuid::Uuid;
 
 use super::FieldError;
+use super::partners::{self, PartnerSection};
+use crate::policy::{Partner, PartnerPolicy};
 use crate::tenant::{ApiKey, Tenant};
 use crate::webhooks::WebhookSecretSource;
 
@@ -68,6 +70,9 @@ pub struct TenantConfig {
     /// (`webhook_secret_file` / `webhook_secret_env`); without one, the
     /// webhook port answers 404 for this tenant.
     pub webhook_secret: Option<WebhookSecretSource>,
+    /// `[[tenants.partners]]`: its data-sharing agreements; `None` (no
+    /// entry) means no policy: any partner, as before policies existed.
+    pub partners: Option<Vec<Partner>>,
 }
 
 impl TenantConfig {
@@ -101,6 +106,9 @@ impl TenantConfig {
                 .load()
                 .map_err(|p| FieldError::new(key(webhook_secret_key_name(source)), p))?;
         }
+        if let Some(list) = &self.partners {
+            partners::validate(i, list)?;
+        }
         Ok(())
     }
 
@@ -112,7 +120,8 @@ impl TenantConfig {
             self.key_source.load()?,
             self.allowed_callers.clone(),
             self.rate_limit_per_minute,
-        );
+        )
+        .with_policy(PartnerPolicy::new(self.partners.as_deref()));
         let tenant = match &self.key_source {
             KeySource::File(path) => tenant.with_key_file(path.clone()),
             KeySource::Env(_) | KeySource::Inline(_) => tenant,
@@ -160,6 +169,7 @@ pub(super) struct TenantSection {
     rate_limit_per_minute: Option<u32>,
     webhook_secret_file: Option<PathBuf>,
     webhook_secret_env: Option<String>,
+    partners: Option<Vec<PartnerSection>>,
 }
 
 /// Parses each entry's application id and picks its key source.
@@ -204,6 +214,10 @@ pub(super) fn from_sections(sections: Vec<TenantSection>) -> Result<Vec<TenantCo
                     ));
                 }
             };
+            let partners = t
+                .partners
+                .map(|list| partners::from_sections(i, list))
+                .transpose()?;
             Ok(TenantConfig {
                 id: t.id,
                 application_id,
@@ -213,6 +227,7 @@ pub(super) fn from_sections(sections: Vec<TenantSection>) -> Result<Vec<TenantCo
                     .rate_limit_per_minute
                     .unwrap_or(TenantConfig::DEFAULT_RATE_LIMIT_PER_MINUTE),
                 webhook_secret,
+                partners,
             })
         })
         .collect()
@@ -228,12 +243,8 @@ fn webhook_secret_key_name(source: &WebhookSecretSource) -> &'static str {
 
 /// Tenant ids appear in metadata and metric labels: keep them tame.
 fn check_tenant_id(id: &str) -> Result<(), String> {
-    let ok = !id.is_empty()
-        && id.len() <= 64
-        && id
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
-    if ok {
+    // The same grammar `x-tenant-id` is checked against on every call.
+    if crate::tenant::is_valid_tenant_id(id) {
         Ok(())
     } else {
         Err("must be 1-64 characters of A-Z a-z 0-9 - _ .".into())

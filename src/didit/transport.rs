@@ -37,6 +37,8 @@ pub struct CallContext {
     pub request_id: String,
     /// W3C trace context to propagate.
     pub traceparent: Option<String>,
+    /// The status of Didit's last answer, for the call's audit event.
+    pub upstream_status: crate::audit::UpstreamStatus,
 }
 
 /// A pooled client for one Didit base URL.
@@ -200,6 +202,7 @@ impl DiditClient {
             })
             .inc();
         let (status, headers, bytes) = outcome?;
+        ctx.upstream_status.record(status);
         let request_id = headers
             .get("x-request-id")
             .and_then(|v| v.to_str().ok())

@@ -1,8 +1,11 @@
 //! What every RPC shares, around the work of its service: resolve the
 //! tenant, authorize the caller, read the deadline and trace context, then
-//! record one metric sample and one log line, and echo the request id.
+//! record one metric sample, one log line and one audit event (see
+//! [`call_record`](super::call_record)), and echo the request id.
 
 use std::future::Future;
+
+use futures::stream::{BoxStream, Stream, StreamExt as _};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,11 +15,13 @@ use tonic::{Request, Response, Status};
 use tracing::Instrument as _;
 
 use super::AppState;
+use super::call_record::{CallLabels, CallRecord};
+use crate::audit::{AuditFields, UpstreamStatus};
 use crate::auth::caller_allowed;
 use crate::didit::CallContext;
 use crate::error::GatewayError;
-use crate::metrics::{Metrics, RpcLabels, RpcLatencyLabels};
 use crate::tenant::{TENANT_HEADER, Tenant};
+use crate::trace_context::upstream_traceparent;
 
 /// The metadata key of the request id, echoed on every answer.
 const REQUEST_ID: &str = "x-request-id";
@@ -27,7 +32,11 @@ const REQUEST_ID: &str = "x-request-id";
 const DEADLINE_MARGIN: Duration = Duration::from_millis(50);
 
 /// Runs one call of `method`: tenant lookup, caller authorization, context,
-/// the `work` on the request message, metrics and the log line.
+/// the `work` on the request message, metrics, the log line and the audit
+/// event. `work` fills its RPC's audit fields through the [`AuditFields`]
+/// it is given; the common ones (request id, caller, tenant, RPC, code,
+/// reason, upstream status) are filled here, for refused, failed and
+/// cancelled calls too.
 pub(super) async fn run_call<M, T, F, Fut>(
     state: &AppState,
     method: &'static str,
@@ -35,7 +44,69 @@ pub(super) async fn run_call<M, T, F, Fut>(
     work: F,
 ) -> Result<Response<T>, Status>
 where
-    F: FnOnce(Arc<Tenant>, CallContext, M) -> Fut,
+    F: FnOnce(Arc<Tenant>, CallContext, M, AuditFields) -> Fut,
+    Fut: Future<Output = Result<T, GatewayError>>,
+{
+    let (result, record, span, request_id) = begin(state, method, request, work).await;
+    span.in_scope(|| record.finish(result.as_ref().err()));
+    answer(result, &request_id)
+}
+
+/// Runs one server-streaming call of `method` like [`run_call`], except
+/// that the call's record (metrics, log line, audit event) is written when
+/// the stream ends: with the status of its last item, OK when it runs out,
+/// CANCELLED when the caller goes away first.
+pub(super) async fn run_stream<M, S, I, F, Fut>(
+    state: &AppState,
+    method: &'static str,
+    request: Request<M>,
+    work: F,
+) -> Result<Response<BoxStream<'static, Result<I, Status>>>, Status>
+where
+    F: FnOnce(Arc<Tenant>, CallContext, M, AuditFields) -> Fut,
+    Fut: Future<Output = Result<S, GatewayError>>,
+    S: Stream<Item = Result<I, GatewayError>> + Send + 'static,
+    I: Send + 'static,
+{
+    let (result, record, span, request_id) = begin(state, method, request, work).await;
+    let items = match result {
+        Ok(items) => items,
+        Err(err) => {
+            span.in_scope(|| record.finish(Some(&err)));
+            return answer(Err(err), &request_id);
+        }
+    };
+    let ending = Some((Box::pin(items), record, span, request_id.clone()));
+    let stream = futures::stream::unfold(ending, |ending| async move {
+        let (mut items, record, span, request_id) = ending?;
+        match items.next().await {
+            Some(Ok(item)) => Some((Ok(item), Some((items, record, span, request_id)))),
+            Some(Err(err)) => {
+                span.in_scope(|| record.finish(Some(&err)));
+                let mut status = Status::from(err);
+                if let Ok(v) = MetadataValue::try_from(request_id.as_str()) {
+                    status.metadata_mut().insert(REQUEST_ID, v);
+                }
+                Some((Err(status), None))
+            }
+            None => {
+                span.in_scope(|| record.finish(None));
+                None
+            }
+        }
+    });
+    answer(Ok(stream.boxed()), &request_id)
+}
+
+/// The part every call shares: tenant, caller, context, then `work`.
+async fn begin<M, T, F, Fut>(
+    state: &AppState,
+    method: &'static str,
+    request: Request<M>,
+    work: F,
+) -> (Result<T, GatewayError>, CallRecord, tracing::Span, String)
+where
+    F: FnOnce(Arc<Tenant>, CallContext, M, AuditFields) -> Fut,
     Fut: Future<Output = Result<T, GatewayError>>,
 {
     // The verified client certificates of the connection (mtls mode).
@@ -61,12 +132,18 @@ where
         Err(err) => format!("<{err}>"),
     };
     let span = tracing::info_span!("rpc", %request_id, tenant = %tenant_label, method);
+    let audit = settings.audit.enabled.then(AuditFields::default);
+    let upstream_status = UpstreamStatus::default();
     let record = CallRecord::start(
         &state.metrics,
-        method,
-        tenant_label,
-        caller_label,
-        request_id.clone(),
+        CallLabels {
+            method,
+            tenant: tenant_label,
+            caller: caller_label,
+            request_id: request_id.clone(),
+        },
+        audit.clone(),
+        upstream_status.clone(),
     );
     let result = async {
         let tenant = tenant?;
@@ -75,14 +152,21 @@ where
             deadline: grpc_timeout(metadata)
                 .map(|t| Instant::now() + t.saturating_sub(deadline_margin(t))),
             request_id: request_id.clone(),
-            traceparent: traceparent(metadata),
+            traceparent: Some(upstream_traceparent(
+                metadata.get("traceparent").and_then(|v| v.to_str().ok()),
+            )),
+            upstream_status,
         };
-        work(tenant, ctx, message).await
+        work(tenant, ctx, message, audit.unwrap_or_default()).await
     }
     .instrument(span.clone())
     .await;
-    span.in_scope(|| record.finish(result.as_ref().err()));
-    let id_value = MetadataValue::try_from(request_id.as_str()).ok();
+    (result, record, span, request_id)
+}
+
+/// The answer to the caller, with the request id echoed.
+fn answer<T>(result: Result<T, GatewayError>, request_id: &str) -> Result<Response<T>, Status> {
+    let id_value = MetadataValue::try_from(request_id).ok();
     match result {
         Ok(message) => {
             let mut response = Response::new(message);
@@ -97,108 +181,6 @@ where
                 status.metadata_mut().insert(REQUEST_ID, v);
             }
             Err(status)
-        }
-    }
-}
-
-/// One call's metrics and log line. Recorded by [`finish`](Self::finish),
-/// or on drop as CANCELLED when the caller went away mid-call (tonic drops
-/// the handler future), so the in-flight gauge never leaks.
-struct CallRecord<'a> {
-    metrics: &'a Metrics,
-    method: &'static str,
-    tenant: String,
-    caller: String,
-    request_id: String,
-    started: std::time::Instant,
-    finished: bool,
-}
-
-impl<'a> CallRecord<'a> {
-    fn start(
-        metrics: &'a Metrics,
-        method: &'static str,
-        tenant: String,
-        caller: String,
-        request_id: String,
-    ) -> Self {
-        metrics.rpcs_in_flight.inc();
-        Self {
-            metrics,
-            method,
-            tenant,
-            caller,
-            request_id,
-            started: std::time::Instant::now(),
-            finished: false,
-        }
-    }
-
-    fn finish(mut self, error: Option<&GatewayError>) {
-        self.finished = true;
-        match error {
-            None => self.record(tonic::Code::Ok, "", None),
-            Some(err) => {
-                let (code, reason) = err.code_and_reason();
-                self.record(code, reason, Some(err));
-            }
-        }
-    }
-
-    fn record(&self, code: tonic::Code, reason: &str, error: Option<&GatewayError>) {
-        let elapsed = self.started.elapsed();
-        let (method, tenant) = (self.method, self.tenant.clone());
-        self.metrics
-            .rpc_latency
-            .get_or_create(&RpcLatencyLabels {
-                method,
-                tenant: tenant.clone(),
-            })
-            .observe(elapsed.as_secs_f64());
-        self.metrics
-            .rpcs
-            .get_or_create(&RpcLabels {
-                method,
-                tenant,
-                code: code_name(code),
-            })
-            .inc();
-        // Whole microseconds: enough precision, no float noise in the logs.
-        let latency_ms = elapsed.as_micros() as f64 / 1e3;
-        let (request_id, tenant, caller) = (&self.request_id, &self.tenant, &self.caller);
-        match (code, error) {
-            (tonic::Code::Ok, _) => {
-                tracing::info!(%request_id, %tenant, %caller, method, code = "OK", latency_ms, "call")
-            }
-            (_, Some(err)) => tracing::warn!(
-                %request_id,
-                %tenant,
-                %caller,
-                method,
-                code = code_name(code),
-                reason,
-                latency_ms,
-                error = %err,
-                "call failed"
-            ),
-            (_, None) => tracing::info!(
-                %request_id,
-                %tenant,
-                %caller,
-                method,
-                code = code_name(code),
-                latency_ms,
-                "call cancelled by the caller"
-            ),
-        }
-    }
-}
-
-impl Drop for CallRecord<'_> {
-    fn drop(&mut self) {
-        self.metrics.rpcs_in_flight.dec();
-        if !self.finished {
-            self.record(tonic::Code::Cancelled, "", None);
         }
     }
 }
@@ -239,19 +221,6 @@ fn request_id(metadata: &MetadataMap) -> String {
                 .into_uuid()
                 .to_string()
         })
-}
-
-/// A well-formed W3C `traceparent`, to forward upstream.
-fn traceparent(metadata: &MetadataMap) -> Option<String> {
-    let value = metadata.get("traceparent")?.to_str().ok()?;
-    let parts: Vec<&str> = value.split('-').collect();
-    let shape = [2, 32, 16, 2];
-    let ok = parts.len() == 4
-        && parts
-            .iter()
-            .zip(shape)
-            .all(|(p, n)| p.len() == n && p.bytes().all(|b| b.is_ascii_hexdigit()));
-    ok.then(|| value.to_owned())
 }
 
 /// Parses `grpc-timeout` ("200m", "5S", ...).
@@ -315,19 +284,5 @@ mod tests {
             md.insert("grpc-timeout", raw.parse().unwrap());
             assert_eq!(grpc_timeout(&md), want, "{raw}");
         }
-    }
-
-    #[test]
-    fn only_well_formed_traceparents_are_forwarded() {
-        let mut md = MetadataMap::new();
-        md.insert(
-            "traceparent",
-            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
-                .parse()
-                .unwrap(),
-        );
-        assert!(traceparent(&md).is_some());
-        md.insert("traceparent", "00-xyz-00f067aa0ba902b7-01".parse().unwrap());
-        assert!(traceparent(&md).is_none());
     }
 }

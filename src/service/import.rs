@@ -1,7 +1,7 @@
 //! `didit.share.v1.ImportService`: `ImportSharedSession`'s validation
 //! (every string bounded, every violation reported at once, before any
-//! upstream call), the mapping of Didit's exact answer onto the response,
-//! and the handler over [`Gateway::import`](crate::gateway::Gateway::import).
+//! upstream call), the tenant's partner policy, the mapping of Didit's
+//! exact answer onto the response, and the handler over [`Gateway::import`](crate::gateway::Gateway::import).
 
 use std::fmt;
 use std::sync::Arc;
@@ -14,11 +14,13 @@ use super::AppState;
 use super::call::run_call;
 use super::checks;
 use super::json_struct::StructList;
+use crate::audit::{AuditEvent, sha256_prefix};
 use crate::error::{FieldViolation, GatewayError};
 use crate::gateway::ImportOutcome;
 use crate::proto::import_service_server::ImportService;
 use crate::proto::{self, ImportSharedSessionRequest, ImportSharedSessionResponse};
 use crate::session::{ImportParams, ImportRequest, ImportedSession, ShareToken};
+use crate::share_token::read_claims;
 
 /// Longest share token accepted (Didit's are a few hundred bytes).
 pub const MAX_SHARE_TOKEN_BYTES: usize = 4096;
@@ -50,14 +52,45 @@ impl ImportService for ImportApi {
             &self.state,
             "ImportSharedSession",
             request,
-            |tenant, ctx, message| async move {
+            |tenant, ctx, message, audit| async move {
                 let input = ImportRequest::try_from(message)?;
+                audit.set(|e| fill_audit(e, &input));
+                // On every call, before the replay lookup: a revoked
+                // agreement stops replays too.
+                let decision = tenant
+                    .policy
+                    .check_import(
+                        tenant.application_id,
+                        input.share_token.expose(),
+                        input.params.trust_review,
+                    )
+                    .map_err(|refusal| refusal.record(&self.state.metrics, &tenant.id))?;
+                audit.set(|e| decision.fill_audit(e));
                 let outcome = self.state.gateway.import(&tenant, input, ctx).await?;
+                audit.set(|e| {
+                    e.new_session_id = Some(outcome.stored.session.session_id.clone());
+                    e.replayed = outcome.replayed;
+                });
                 ImportSharedSessionResponse::try_from(&outcome)
             },
         )
         .await
     }
+}
+
+/// An import's audit fields known before Didit answers: hashes of the
+/// token and vendor_data (never the values), the workflow, and the source
+/// session named by the token's (unverified) claims.
+fn fill_audit(event: &mut AuditEvent, input: &ImportRequest) {
+    let token = input.share_token.expose();
+    event.token_sha256_prefix = Some(sha256_prefix(token.as_bytes()));
+    event.session_id = read_claims(token)
+        .ok()
+        .map(|claims| claims.session_id.to_string());
+    event.workflow_id = Some(input.params.workflow_id.clone());
+    let vendor_data = &input.params.vendor_data;
+    event.vendor_data_sha256_prefix =
+        (!vendor_data.is_empty()).then(|| sha256_prefix(vendor_data.as_bytes()));
 }
 
 /// Validates an import request.

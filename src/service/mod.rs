@@ -12,6 +12,7 @@
 //! the core's session kinds and statuses onto the proto's.
 
 mod call;
+mod call_record;
 pub mod checks;
 mod enums;
 mod import;
@@ -59,6 +60,8 @@ pub struct Settings {
     pub tenants: Tenants,
     /// How callers are identified.
     pub auth: AuthPolicy,
+    /// Whether each call writes its audit event.
+    pub audit: crate::audit::AuditConfig,
 }
 
 impl AppState {

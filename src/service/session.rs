@@ -3,13 +3,13 @@
 //! `WatchSessionEvents` (the tenant's webhooks from the event log, resumable
 //! by `after_event_id`, ended with a status when the gateway drains).
 //!
-//! Both go through [`run_call`] like every RPC (tenant, caller, metrics,
-//! log line); for the stream that covers opening it, and the stream's end
-//! is logged here.
+//! Both go through the call's common pieces (tenant, caller, metrics, log
+//! line, audit event): `GetSession` through [`run_call`], the stream
+//! through [`run_stream`], which records the call when the stream ends.
 
-use std::pin::Pin;
 use std::sync::Arc;
 
+use futures::stream::BoxStream;
 use futures::{Stream, StreamExt as _};
 use serde::Deserialize;
 use serde_json::Value;
@@ -18,7 +18,7 @@ use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
 use super::AppState;
-use super::call::run_call;
+use super::call::{run_call, run_stream};
 use super::import::{session_answer, string_field};
 use crate::didit::Decision;
 use crate::error::{FieldViolation, GatewayError};
@@ -44,7 +44,7 @@ impl SessionApi {
 }
 
 /// The stream `WatchSessionEvents` answers with.
-pub type EventStream = Pin<Box<dyn Stream<Item = Result<SessionEvent, Status>> + Send + 'static>>;
+pub type EventStream = BoxStream<'static, Result<SessionEvent, Status>>;
 
 #[tonic::async_trait]
 impl SessionService for SessionApi {
@@ -56,8 +56,9 @@ impl SessionService for SessionApi {
             &self.state,
             "GetSession",
             request,
-            |tenant, ctx, message| async move {
+            |tenant, ctx, message, audit| async move {
                 let session_id = session_id(&message)?;
+                audit.set(|e| e.session_id = Some(session_id.to_string()));
                 let decision = self
                     .state
                     .gateway
@@ -77,11 +78,11 @@ impl SessionService for SessionApi {
         request: Request<WatchSessionEventsRequest>,
     ) -> Result<Response<EventStream>, Status> {
         let state = &self.state;
-        run_call(
+        run_stream(
             state,
             "WatchSessionEvents",
             request,
-            |tenant, _ctx, message| async move {
+            |tenant, _ctx, message, _audit| async move {
                 let request = WatchRequest::try_from(message).map_err(GatewayError::from)?;
                 let log = state
                     .event_log()
@@ -92,51 +93,34 @@ impl SessionService for SessionApi {
                 let events = watch::open(&**log, &tenant.id, request)
                     .await
                     .map_err(GatewayError::from)?;
-                tracing::info!(tenant = %tenant.id, "watch stream opened");
-                Ok(until_drain(
-                    events,
-                    state.streams_end.clone(),
-                    tenant.id.clone(),
-                ))
+                Ok(until_drain(events, state.streams_end.clone()))
             },
         )
         .await
     }
 }
 
-/// `events` as the gRPC stream: each error becomes the stream's final
-/// status, and the drain (`end`) ends it with UNAVAILABLE `SHUTTING_DOWN`
-/// rather than a reset, so clients reconnect with their cursor.
+/// `events` until the drain (`end`), which ends the stream with
+/// UNAVAILABLE `SHUTTING_DOWN` rather than a reset, so clients reconnect
+/// with their cursor. An error is the stream's last item.
 fn until_drain(
     events: futures::stream::BoxStream<'static, Result<SessionEvent, WatchError>>,
     end: CancellationToken,
-    tenant: String,
-) -> EventStream {
+) -> impl Stream<Item = Result<SessionEvent, GatewayError>> + Send + 'static {
     let ending = Box::pin(end.cancelled_owned());
-    let state = Some((events, ending, tenant));
-    Box::pin(futures::stream::unfold(state, |state| async move {
-        let (mut events, mut ending, tenant) = state?;
+    futures::stream::unfold(Some((events, ending)), |state| async move {
+        let (mut events, mut ending) = state?;
         let error = tokio::select! {
             biased;
             () = &mut ending => GatewayError::ShuttingDown,
             item = events.next() => match item {
-                Some(Ok(event)) => return Some((Ok(event), Some((events, ending, tenant)))),
+                Some(Ok(event)) => return Some((Ok(event), Some((events, ending)))),
                 Some(Err(err)) => GatewayError::from(err),
-                None => {
-                    tracing::info!(tenant = %tenant, "watch stream ended by the event log");
-                    return None;
-                }
+                None => return None,
             },
         };
-        let (code, reason) = error.code_and_reason();
-        tracing::info!(
-            tenant = %tenant,
-            code = super::code_name(code),
-            reason,
-            "watch stream ended"
-        );
-        Some((Err(Status::from(error)), None))
-    }))
+        Some((Err(error), None))
+    })
 }
 
 impl From<WatchError> for GatewayError {

@@ -11,7 +11,9 @@ use uuid::Uuid;
 
 use super::AppState;
 use super::call::run_call;
+use crate::audit::sha256_prefix;
 use crate::error::{FieldViolation, GatewayError};
+use crate::policy::Refusal;
 use crate::proto::share_service_server::ShareService;
 use crate::proto::{self, ShareSessionRequest, ShareSessionResponse};
 use crate::session::{
@@ -41,9 +43,27 @@ impl ShareService for ShareApi {
             &self.state,
             "ShareSession",
             request,
-            |tenant, ctx, message| async move {
+            |tenant, ctx, message, audit| async move {
                 let input = ShareRequest::try_from(message)?;
-                Ok(self.state.gateway.share(&tenant, input, ctx).await?.into())
+                audit.set(|e| {
+                    e.session_id = Some(input.session_id.to_string());
+                    e.for_application_id = Some(input.for_application_id.to_string());
+                });
+                let refused = |refusal: Refusal| refusal.record(&self.state.metrics, &tenant.id);
+                // Partner and TTL before Didit is called.
+                let grant = tenant
+                    .policy
+                    .check_share(input.for_application_id, input.ttl_seconds)
+                    .map_err(refused)?;
+                let outcome = self.state.gateway.share(&tenant, input, ctx).await?;
+                let token_hash = sha256_prefix(outcome.share_token.expose().as_bytes());
+                audit.set(|e| e.token_sha256_prefix = Some(token_hash));
+                // The kind only Didit's answer tells: a token of a kind the
+                // agreement does not cover is dropped here, never returned
+                // (it expires unused; its hash is in the audit event).
+                let decision = grant.check_kind(outcome.session_kind).map_err(refused)?;
+                audit.set(|e| decision.fill_audit(e));
+                Ok(outcome.into())
             },
         )
         .await

@@ -75,10 +75,15 @@ impl TestEnv {
             allowed_callers: vec!["*".into()],
             rate_limit_per_minute: 300,
             webhook_secret: None,
+            partners: None,
         });
         for tenant in &mut config.tenants {
             // Tests make many calls quickly; the rate limit has its own test.
             tenant.rate_limit_per_minute = 1_000_000;
+            // Tests share with and import from any application (unknown
+            // ones too); the partner policy has its own tests, which set
+            // the policies they test.
+            tenant.partners = None;
         }
         tweak(&mut config);
         let options = StartOptions {

@@ -220,6 +220,7 @@ async fn a_tenant_with_a_wrong_key_is_told_its_credentials_were_rejected() {
             allowed_callers: vec!["*".into()],
             rate_limit_per_minute: 1000,
             webhook_secret: None,
+            partners: None,
         });
     })
     .await;

@@ -100,7 +100,7 @@ async fn traceparent_and_request_id_reach_didit() {
 }
 
 #[tokio::test]
-async fn a_generated_request_id_is_sent_and_echoed_and_a_bad_traceparent_is_dropped() {
+async fn a_generated_request_id_is_sent_and_echoed_and_a_bad_traceparent_is_replaced() {
     let recorder = Recorder::default();
     let base = recorder.start().await;
     let env = TestEnv::start_with(SandboxConfig::default(), |config| {
@@ -124,11 +124,64 @@ async fn a_generated_request_id_is_sent_and_echoed_and_a_bad_traceparent_is_drop
     assert!(uuid::Uuid::parse_str(&echoed).is_ok(), "{echoed}");
     let seen = recorder.take();
     assert_eq!(seen.len(), 1);
-    assert_eq!(
-        header(&seen[0], "traceparent"),
-        None,
-        "malformed: not forwarded"
-    );
+    let sent = header(&seen[0], "traceparent").expect("a fresh trace is started");
+    assert_valid_fresh(&sent, "00-not-a-trace-01");
     assert_eq!(header(&seen[0], "x-request-id"), Some(echoed));
+    env.stop().await;
+}
+
+/// `sent` is a valid version-00 traceparent that is not `instead_of`.
+fn assert_valid_fresh(sent: &str, instead_of: &str) {
+    assert_ne!(sent, instead_of);
+    let parts: Vec<&str> = sent.split('-').collect();
+    assert_eq!(parts.len(), 4, "{sent}");
+    let hex = |s: &str, n: usize| {
+        s.len() == n && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+    };
+    assert!(
+        parts[0] == "00" && hex(parts[1], 32) && hex(parts[2], 16) && hex(parts[3], 2),
+        "{sent}"
+    );
+    assert!(parts[1].bytes().any(|b| b != b'0') && parts[2].bytes().any(|b| b != b'0'));
+}
+
+/// Loose traceparents (upper case, all-zero ids, version ff, trailing
+/// data on version 00) are not forwarded: Didit sees a fresh valid trace.
+#[tokio::test]
+async fn loose_traceparents_are_replaced_by_a_fresh_trace() {
+    let recorder = Recorder::default();
+    let base = recorder.start().await;
+    let env = TestEnv::start_with(SandboxConfig::default(), |config| {
+        config.upstream.base_url = base;
+    })
+    .await;
+    let loose = [
+        "00-4BF92F3577B34DA6A3CE929D0E0E4736-00F067AA0BA902B7-01",
+        "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+        "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+        "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra",
+    ];
+    for value in loose {
+        let status = env
+            .share_client
+            .clone()
+            .share_session(share_with(&[("traceparent", value)]))
+            .await
+            .unwrap_err();
+        assert_eq!(reason(&status), "SESSION_NOT_FOUND");
+        let seen = recorder.take();
+        assert_eq!(seen.len(), 1);
+        let sent = header(&seen[0], "traceparent").expect("a traceparent upstream");
+        assert_valid_fresh(&sent, value);
+    }
+    // No traceparent at all: one is started too.
+    env.share_client
+        .clone()
+        .share_session(share_with(&[]))
+        .await
+        .unwrap_err();
+    let seen = recorder.take();
+    assert_valid_fresh(&header(&seen[0], "traceparent").expect("a traceparent"), "");
     env.stop().await;
 }

@@ -394,6 +394,23 @@ func main() {
 		_, err = c.importSession("service-x", share.ShareToken, x.Workflows["user"], lang+"-wrong", false)
 		return expectError(err, codes.PermissionDenied, "SHARE_TOKEN_WRONG_APPLICATION")
 	})
+	r.check("error_partner_not_allowed", func() error {
+		// service-x's demo policy lists only service-y: a service-z token is refused.
+		z, ok := apps["service-z"]
+		if !ok {
+			return fmt.Errorf("no service-z in /_sandbox/applications")
+		}
+		zs, err := sb.newSession(z.ApplicationID, "user", "Approved")
+		if err != nil {
+			return fmt.Errorf("service-z session: %v", err)
+		}
+		share, err := c.shareSession("service-z", zs, x.ApplicationID)
+		if err != nil {
+			return fmt.Errorf("share: %v", err)
+		}
+		_, err = c.importSession("service-x", share.ShareToken, x.Workflows["user"], lang+"-z", false)
+		return expectError(err, codes.PermissionDenied, "PARTNER_NOT_ALLOWED")
+	})
 	r.check("error_unknown_tenant", func() error {
 		_, err := c.shareSession("no-such-tenant", orig, y.ApplicationID)
 		return expectError(err, codes.Unauthenticated, "UNKNOWN_TENANT")

@@ -328,6 +328,13 @@ public final class DiditClient {
       expectError(() -> c.importSession("service-x", token, Sandbox.workflow(x, "user"), LANG + "-wrong", false),
           Status.Code.PERMISSION_DENIED, "SHARE_TOKEN_WRONG_APPLICATION");
     });
+    check("error_partner_not_allowed", () -> {
+      // service-x's demo policy lists only service-y: a service-z token is refused.
+      String zApp = (String) sb.application("service-z").get("application_id");
+      String token = c.shareSession("service-z", sb.newSession(zApp, "user", "Approved"), xApp).getShareToken();
+      expectError(() -> c.importSession("service-x", token, Sandbox.workflow(x, "user"), LANG + "-z", false),
+          Status.Code.PERMISSION_DENIED, "PARTNER_NOT_ALLOWED");
+    });
     check("error_unknown_tenant", () -> expectError(
         () -> c.shareSession("no-such-tenant", orig, yApp),
         Status.Code.UNAUTHENTICATED, "UNKNOWN_TENANT"));

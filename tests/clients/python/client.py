@@ -253,6 +253,13 @@ def run(r, addr, sb, service_config_path):
         expect_error(lambda: c.import_("service-x", token, x["workflows"]["user"], f"{LANG}-wrong", False),
                      grpc.StatusCode.PERMISSION_DENIED, "SHARE_TOKEN_WRONG_APPLICATION")
 
+    def partner_not_allowed():
+        # service-x's demo policy lists only service-y: a service-z token is refused.
+        z = apps["service-z"]
+        token = c.share("service-z", sb.new_session(z["application_id"], "user", "Approved"), x_app).share_token
+        expect_error(lambda: c.import_("service-x", token, x["workflows"]["user"], f"{LANG}-z", False),
+                     grpc.StatusCode.PERMISSION_DENIED, "PARTNER_NOT_ALLOWED")
+
     def unknown_tenant():
         expect_error(lambda: c.share("no-such-tenant", orig, y_app),
                      grpc.StatusCode.UNAUTHENTICATED, "UNKNOWN_TENANT")
@@ -265,6 +272,7 @@ def run(r, addr, sb, service_config_path):
 
     r.check("error_invalid_token", invalid_token)
     r.check("error_wrong_application", wrong_application)
+    r.check("error_partner_not_allowed", partner_not_allowed)
     r.check("error_unknown_tenant", unknown_tenant)
     r.check("error_invalid_request", invalid_request)
 
