@@ -64,8 +64,10 @@ pub enum GatewayError {
     /// The gateway is at its concurrency limit and sheds the call.
     #[error("the gateway is overloaded")]
     Overloaded,
-    /// The tenant is over its configured request rate.
-    #[error("the tenant is over its request rate")]
+    /// The tenant is over its Didit budget. The transport reports its own
+    /// refusals as [`DiditError::BudgetExhausted`] (same code and reason);
+    /// this is for refusals decided before the transport.
+    #[error("the tenant is over its Didit write budget")]
     TenantRateLimited {
         /// When a token will be available again.
         retry_after: Duration,
@@ -159,6 +161,10 @@ impl GatewayError {
                 DiditError::Unavailable { .. } => (Code::Unavailable, "UPSTREAM_UNAVAILABLE"),
                 DiditError::Timeout => (Code::DeadlineExceeded, "DEADLINE_EXCEEDED"),
                 DiditError::Protocol { .. } => (Code::Internal, "UPSTREAM_PROTOCOL_ERROR"),
+                DiditError::BudgetExhausted { .. } => {
+                    (Code::ResourceExhausted, "TENANT_RATE_LIMITED")
+                }
+                DiditError::StateUnavailable { .. } => (Code::Unavailable, "STATE_UNAVAILABLE"),
             },
         }
     }
@@ -173,6 +179,8 @@ impl GatewayError {
             }
             Self::Upstream(DiditError::Unavailable { .. }) => Some(Duration::from_millis(500)),
             Self::EventLogUnavailable(_) => Some(Duration::from_secs(1)),
+            Self::Upstream(DiditError::BudgetExhausted { retry_after }) => Some(*retry_after),
+            Self::Upstream(DiditError::StateUnavailable { .. }) => Some(Duration::from_secs(1)),
             _ => None,
         }
     }
@@ -303,6 +311,11 @@ mod tests {
             }
             .into(),
             DiditError::Timeout.into(),
+            DiditError::BudgetExhausted {
+                retry_after: Duration::from_secs(1),
+            }
+            .into(),
+            DiditError::StateUnavailable { cause: "x".into() }.into(),
             DiditError::Protocol {
                 cause: "x".into(),
                 status: 200,

@@ -119,15 +119,13 @@ pub async fn serve(
         let _ = drain_started.send(began);
     };
 
-    let layers = tower::ServiceBuilder::new()
-        // Outermost: a tenant over its rate is refused before it takes a
-        // concurrency slot from well-behaved tenants.
-        .layer(state.tenant_rate.layer())
-        // Then the global limit: shed at once rather than queue without bound.
-        .layer(Shed::layer(
-            options.max_concurrent_requests,
-            state.metrics.clone(),
-        ));
+    // The global limit: shed at once rather than queue without bound.
+    // Tenants' Didit budgets are charged per upstream request, after the
+    // caller is authorized (crate::budget), never here.
+    let layers = tower::ServiceBuilder::new().layer(Shed::layer(
+        options.max_concurrent_requests,
+        state.metrics.clone(),
+    ));
 
     let mut builder = Server::builder();
     if let Some(tls) = options.tls.clone() {

@@ -24,7 +24,8 @@
 //! - [`service`]: the tonic services, one file per gRPC service (`share`,
 //!   `import`: validation, mapping, a thin handler) over `call`, the
 //!   per-call wrapper; [`service::checks`] lists the check arrays once.
-//! - [`limits`]: admission control layers (shedding, per-tenant rate).
+//! - [`limits`]: admission control (shedding beyond the concurrency limit).
+//! - [`budget`]: each tenant's Didit write budget, charged per upstream attempt.
 //! - [`grpc`]: the gRPC server, health, reflection, the drain sequence.
 //! - [`admin_http`]: the admin port: `/healthz`, `/readyz`, `/metrics`.
 //! - [`metrics`]: the Prometheus registry.
@@ -41,6 +42,7 @@ pub mod admin_http;
 pub mod app;
 pub mod audit;
 pub mod auth;
+pub mod budget;
 pub mod coalesce;
 pub mod config;
 pub mod didit;

@@ -108,8 +108,12 @@ pub struct Metrics {
     pub replay_evictions: Counter,
     /// Calls shed by the concurrency limit.
     pub shed: Counter,
-    /// Calls refused by a tenant's rate limit.
+    /// Requests to Didit refused by the tenant's Didit budget.
     pub tenant_rate_limited: Family<TenantLabels, Counter>,
+    /// Requests to Didit that waited for a slot of the tenant's budget.
+    pub budget_waits: Family<TenantLabels, Counter>,
+    /// Seconds spent waiting for slots of the tenant's budget.
+    pub budget_wait_seconds: Family<TenantLabels, Counter<f64>>,
     /// API key file reloads that failed (the last good key stays in use).
     pub key_reload_failures: Family<TenantLabels, Counter>,
     /// Calls refused by a tenant's partner policy, by tenant and reason.
@@ -215,8 +219,20 @@ impl Metrics {
         let tenant_rate_limited = Family::default();
         registry.register(
             "tenant_rate_limited",
-            "Calls refused by a tenant's rate limit",
+            "Requests to Didit refused by the tenant's Didit budget",
             tenant_rate_limited.clone(),
+        );
+        let budget_waits = Family::default();
+        registry.register(
+            "budget_waits",
+            "Requests to Didit that waited for a slot of the tenant's budget",
+            budget_waits.clone(),
+        );
+        let budget_wait_seconds = Family::<TenantLabels, Counter<f64>>::default();
+        registry.register(
+            "budget_wait_seconds",
+            "Seconds spent waiting for slots of the tenant's Didit budget",
+            budget_wait_seconds.clone(),
         );
         let key_reload_failures = Family::default();
         registry.register(
@@ -263,6 +279,8 @@ impl Metrics {
             replay_evictions,
             shed,
             tenant_rate_limited,
+            budget_waits,
+            budget_wait_seconds,
             key_reload_failures,
             policy_refusals,
         }

@@ -67,11 +67,13 @@ pub struct Tenant {
     key: ArcSwap<ApiKey>,
     /// Caller identities allowed to act for this tenant (`*` suffix = prefix).
     pub allowed_callers: Vec<String>,
-    /// Calls per minute this tenant may make through the gateway.
+    /// Requests to Didit per minute (the tenant's Didit write budget).
     pub rate_limit_per_minute: u32,
     /// Its data-sharing agreements; swapped with the tenant on a reload, so
     /// a call keeps the policy it started under.
     pub policy: PartnerPolicy,
+    /// Requests to Didit that may go at once from idle.
+    pub rate_limit_burst: u32,
     /// The file the key is re-read from when it changes, if any.
     key_file: Option<std::path::PathBuf>,
     /// Whether the last reload of the key file failed (to log changes once).
@@ -96,6 +98,7 @@ impl Tenant {
             allowed_callers,
             rate_limit_per_minute,
             policy: PartnerPolicy::Open,
+            rate_limit_burst: Self::default_burst(rate_limit_per_minute),
             key_file: None,
             key_reload_failing: std::sync::atomic::AtomicBool::new(false),
             webhook_secret: None,
@@ -117,6 +120,24 @@ impl Tenant {
     pub fn with_policy(mut self, policy: PartnerPolicy) -> Self {
         self.policy = policy;
         self
+    }
+
+    /// The burst when none is configured: a tenth of the per-minute
+    /// budget, at least 1.
+    pub fn default_burst(per_minute: u32) -> u32 {
+        (per_minute / 10).max(1)
+    }
+
+    /// Sets the burst (validated by the config: 1 to `rate_limit_per_minute`).
+    pub fn with_burst(mut self, burst: u32) -> Self {
+        self.rate_limit_burst = burst;
+        self
+    }
+
+    /// The tenant's Didit write budget; `None` only for a zero rate or
+    /// burst, which the config refuses.
+    pub fn budget(&self) -> Option<crate::state::Budget> {
+        crate::state::Budget::new(self.rate_limit_per_minute, self.rate_limit_burst)
     }
 
     /// Marks the key as coming from `path`, to be re-read on change.

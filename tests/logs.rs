@@ -247,15 +247,8 @@ async fn every_path_of_one_gateway(secrets: &mut Secrets) {
     let duplicate = env.import("service-y", &fresh, &wf, "", false).await;
     assert_eq!(reason(&duplicate.unwrap_err()), "ALREADY_IMPORTED");
 
-    // Didit's rate limit.
-    let limited_token = env.token_for_y(&session).await;
-    secrets.add_token(&limited_token);
-    env.faults(json!({"rate_limit_after": 0, "retry_after_seconds": 30, "endpoints": ["import"]}))
-        .await;
-    let limited = env
-        .import("service-y", &limited_token, &wf, "", false)
-        .await;
-    assert_eq!(reason(&limited.unwrap_err()), "UPSTREAM_RATE_LIMITED");
+    let late_token = env.token_for_y(&session).await;
+    secrets.add_token(&late_token);
 
     // The caller's deadline.
     env.faults(json!({"latency_ms": 1000})).await;
@@ -274,7 +267,7 @@ async fn every_path_of_one_gateway(secrets: &mut Secrets) {
     let mut late_import = with_tenant(
         "service-y",
         ImportSharedSessionRequest {
-            share_token: limited_token.clone(),
+            share_token: late_token.clone(),
             workflow_id: wf.clone(),
             vendor_data: String::new(),
             trust_review: false,
@@ -303,6 +296,16 @@ async fn every_path_of_one_gateway(secrets: &mut Secrets) {
     env.advance_clock(120).await;
     let expired = env.import("service-y", &short, &wf, "", false).await;
     assert_eq!(reason(&expired.unwrap_err()), "SHARE_TOKEN_EXPIRED");
+
+    // Didit's rate limit (last: its Retry-After pauses service-y's budget).
+    let limited_token = env.token_for_y(&session).await;
+    secrets.add_token(&limited_token);
+    env.faults(json!({"rate_limit_after": 0, "retry_after_seconds": 30, "endpoints": ["import"]}))
+        .await;
+    let limited = env
+        .import("service-y", &limited_token, &wf, "", false)
+        .await;
+    assert_eq!(reason(&limited.unwrap_err()), "UPSTREAM_RATE_LIMITED");
 
     env.stop().await;
 }

@@ -1,6 +1,6 @@
 //! From a validated [`Config`] to the pieces that serve it: tenants with
-//! their keys, the caller policy, the upstream client, the core, the
-//! admission limits and the gRPC server's options (TLS in mtls mode).
+//! their keys, the caller policy, the upstream client charging tenants'
+//! Didit budgets, the core and the gRPC server's options (TLS in mtls mode).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -9,26 +9,30 @@ use std::time::Duration;
 use tonic::transport::{Certificate, Identity, ServerTlsConfig};
 
 use super::StartError;
+use crate::budget::DiditBudget;
 use crate::config::{AuthConfig, Config, ConfigError};
 use crate::didit::DiditClient;
 use crate::gateway::Gateway;
 use crate::grpc::ServeOptions;
-use crate::limits::TenantRate;
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, TenantLabels};
 use crate::service::{AppState, Settings};
+use crate::state::{StateConfig, StateStore};
 use crate::tenant::Tenants;
 
 /// The longest pause between NOT_SERVING and closing the listener.
 const MAX_DRAIN_DELAY: Duration = Duration::from_secs(1);
 
-/// The shared state and the gRPC server's options for `config`.
+/// The shared state and the gRPC server's options for `config`; tenants'
+/// Didit budgets are kept in `store`.
 pub(super) fn state(
     config: &Config,
     metrics: Metrics,
     drain_delay: Option<Duration>,
+    store: StateStore,
 ) -> Result<(Arc<AppState>, ServeOptions), StartError> {
     let settings = settings(config)?;
-    let client = DiditClient::new(config.upstream.clone(), metrics.clone())?;
+    let budgets = DiditBudget::new(store, config.upstream.budget_wait, metrics.clone());
+    let client = DiditClient::new(config.upstream.clone(), metrics.clone())?.with_budgets(budgets);
     let gateway = Gateway::new(client, config.replay, metrics.clone());
     let grace = config.server.shutdown_grace;
     let options = ServeOptions {
@@ -37,21 +41,32 @@ pub(super) fn state(
         drain_delay: drain_delay.unwrap_or_else(|| MAX_DRAIN_DELAY.min(grace / 4)),
         tls: server_tls(config)?,
     };
-    let tenant_rate = TenantRate::new(tenant_limits(config), metrics.clone());
-    let mut state = AppState::new(gateway, metrics, settings, tenant_rate);
+    // Every configured tenant's budget series exist (at 0) from the start.
+    for tenant in &config.tenants {
+        let labels = TenantLabels {
+            tenant: tenant.id.clone(),
+        };
+        let _ = metrics.tenant_rate_limited.get_or_create(&labels);
+        let _ = metrics.budget_waits.get_or_create(&labels);
+        let _ = metrics.budget_wait_seconds.get_or_create(&labels);
+    }
+    let mut state = AppState::new(gateway, metrics, settings);
     if let Some(webhooks) = &config.webhooks {
         state = state.with_event_log(super::webhooks::event_log(webhooks));
     }
     Ok((Arc::new(state), options))
 }
 
-/// Each tenant's calls per minute.
-pub(super) fn tenant_limits(config: &Config) -> Vec<(String, u32)> {
-    config
-        .tenants
-        .iter()
-        .map(|t| (t.id.clone(), t.rate_limit_per_minute))
-        .collect()
+/// The in-process store (until the `[state]` section chooses one): the
+/// tenants' budgets per replica.
+pub(super) async fn default_store(config: &Config) -> Result<StateStore, ConfigError> {
+    StateStore::open(&StateConfig::default(), config.replay.max_bytes)
+        .await
+        .map_err(|e| ConfigError {
+            file: config.source.clone(),
+            key: e.key,
+            problem: e.problem,
+        })
 }
 
 /// Tenants (keys read now) and caller policy of `config`: what a reload
@@ -137,6 +152,7 @@ pub fn sandbox_config(base_url: &str) -> Config {
                 "service-y" => Some(sister("service-x").into_iter().collect()),
                 _ => None,
             },
+            rate_limit_burst: None,
         })
         .collect();
     Config {

@@ -24,6 +24,7 @@ use crate::config::{AuthConfig, Config, ConfigError, Overrides};
 use crate::grpc::{self, ServeError};
 use crate::metrics::Metrics;
 use crate::service::AppState;
+use crate::state::StateStore;
 
 #[cfg(feature = "sandbox")]
 pub use build::{register_sandbox_webhooks, sandbox_config, sandbox_webhooks};
@@ -53,7 +54,7 @@ pub enum StartError {
 }
 
 /// How [`start`] runs a config, beyond what the config says.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Default)]
 pub struct StartOptions {
     /// Command-line addresses, put into the config now and into every
     /// reloaded file.
@@ -65,6 +66,26 @@ pub struct StartOptions {
     /// load balancers stop routing here first. Default: a quarter of
     /// `server.shutdown_grace`, at most 1 s. Tests shorten it.
     pub drain_delay: Option<Duration>,
+    /// The shared state to use (tenants' Didit budgets); `None`: an
+    /// in-process store. Tests pass a Redis store shared by several
+    /// gateways.
+    pub state_store: Option<StateStore>,
+}
+
+impl std::fmt::Debug for StartOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let store = match &self.state_store {
+            None => "default",
+            Some(StateStore::Memory(_)) => "memory",
+            Some(StateStore::Redis(_)) => "redis",
+        };
+        f.debug_struct("StartOptions")
+            .field("overrides", &self.overrides)
+            .field("reload_on_sighup", &self.reload_on_sighup)
+            .field("drain_delay", &self.drain_delay)
+            .field("state_store", &store)
+            .finish()
+    }
 }
 
 /// A started gateway. Drop it and it drains in the background; call
@@ -100,7 +121,11 @@ pub struct Running {
 pub async fn start(mut config: Config, options: StartOptions) -> Result<Running, StartError> {
     options.overrides.apply(&mut config);
     config.validate()?;
-    let (state, serve_options) = build::state(&config, Metrics::new(), options.drain_delay)?;
+    let store = match options.state_store.clone() {
+        Some(store) => store,
+        None => build::default_store(&config).await?,
+    };
+    let (state, serve_options) = build::state(&config, Metrics::new(), options.drain_delay, store)?;
     let grpc_listener = bind("gRPC", config.server.listen).await?;
     let admin_listener = bind("admin", config.server.admin_listen).await?;
     let grpc_addr = local_addr("gRPC", &grpc_listener, config.server.listen)?;

@@ -1,9 +1,11 @@
 //! Reloading the config of a running gateway (SIGHUP, or
 //! [`Running::reload`](super::Running::reload)): tenants, keys, allowed
-//! callers, partner policies, the mesh policy and tenant rate limits are
-//! replaced for every call from now on (a call in flight keeps the tenant
-//! and policy it started with); every other section that changed is named
-//! in a warning and applies after a restart. On any error the running config
+//! callers, partner policies, the mesh policy and tenants' Didit budgets
+//! (rate and burst) are replaced for every call from now on (a call in
+//! flight keeps the tenant and policy it started with; a tenant's budget
+//! state is keyed by its id, so an unchanged tenant gets no fresh burst);
+//! every other section that changed is named in a warning and applies after
+//! a restart. On any error the running config
 //! stays.
 
 use std::path::Path;
@@ -81,7 +83,6 @@ fn apply(state: &AppState, running: &Config, new: &Config) -> Result<Reloaded, C
     let needs_restart = running.needs_restart(new);
     state.replace_settings(super::build::settings(new)?);
     super::warn_tenants_without_policy(new);
-    state.tenant_rate.update(super::build::tenant_limits(new));
     if !needs_restart.is_empty() {
         tracing::warn!(settings = ?needs_restart, "config reloaded, but these settings apply only after a restart");
     }

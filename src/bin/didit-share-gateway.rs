@@ -104,6 +104,7 @@ async fn run(cli: Cli) -> ExitCode {
         },
         reload_on_sighup: cli.config.is_some(),
         drain_delay: None,
+        state_store: None,
     };
     let running = match app::start(config, options).await {
         Ok(running) => running,

@@ -61,6 +61,9 @@ impl CheckReport {
                     "partners": t.partners.as_ref().map(|list| {
                         list.iter().map(partner_json).collect::<Vec<_>>()
                     }),
+                    "rate_limit_burst": t.rate_limit_burst.unwrap_or_else(|| {
+                        crate::tenant::Tenant::default_burst(t.rate_limit_per_minute)
+                    }),
                 });
                 match &t.key_source {
                     KeySource::File(path) => {
@@ -104,6 +107,7 @@ impl CheckReport {
                 "timeout_ms": millis(upstream.timeout),
                 "connect_timeout_ms": millis(upstream.connect_timeout),
                 "max_attempts": upstream.retry.max_attempts,
+                "budget_wait_ms": millis(upstream.budget_wait),
             },
             "replay": {
                 "window_ms": millis(replay.window),

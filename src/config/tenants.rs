@@ -64,7 +64,8 @@ pub struct TenantConfig {
     pub key_source: KeySource,
     /// Caller identities allowed to act for it (`*` suffix = prefix).
     pub allowed_callers: Vec<String>,
-    /// Calls per minute through the gateway (Didit allows 300 writes/min/key).
+    /// The tenant's Didit write budget: requests to Didit per minute,
+    /// every attempt counted (Didit allows 300 writes/min per key).
     pub rate_limit_per_minute: u32,
     /// Where the secret that signs its Didit webhooks is read from
     /// (`webhook_secret_file` / `webhook_secret_env`); without one, the
@@ -73,6 +74,9 @@ pub struct TenantConfig {
     /// `[[tenants.partners]]`: its data-sharing agreements; `None` (no
     /// entry) means no policy: any partner, as before policies existed.
     pub partners: Option<Vec<Partner>>,
+    /// Requests to Didit that may go at once from idle; `None`: a tenth of
+    /// `rate_limit_per_minute`, at least 1 ([`Tenant::default_burst`]).
+    pub rate_limit_burst: Option<u32>,
 }
 
 impl TenantConfig {
@@ -109,6 +113,14 @@ impl TenantConfig {
         if let Some(list) = &self.partners {
             partners::validate(i, list)?;
         }
+        if let Some(burst) = self.rate_limit_burst
+            && !(1..=self.rate_limit_per_minute).contains(&burst)
+        {
+            return Err(FieldError::new(
+                key("rate_limit_burst"),
+                "must be between 1 and rate_limit_per_minute",
+            ));
+        }
         Ok(())
     }
 
@@ -122,6 +134,10 @@ impl TenantConfig {
             self.rate_limit_per_minute,
         )
         .with_policy(PartnerPolicy::new(self.partners.as_deref()));
+        let tenant = match self.rate_limit_burst {
+            Some(burst) => tenant.with_burst(burst),
+            None => tenant,
+        };
         let tenant = match &self.key_source {
             KeySource::File(path) => tenant.with_key_file(path.clone()),
             KeySource::Env(_) | KeySource::Inline(_) => tenant,
@@ -170,6 +186,7 @@ pub(super) struct TenantSection {
     webhook_secret_file: Option<PathBuf>,
     webhook_secret_env: Option<String>,
     partners: Option<Vec<PartnerSection>>,
+    rate_limit_burst: Option<u32>,
 }
 
 /// Parses each entry's application id and picks its key source.
@@ -228,6 +245,7 @@ pub(super) fn from_sections(sections: Vec<TenantSection>) -> Result<Vec<TenantCo
                     .unwrap_or(TenantConfig::DEFAULT_RATE_LIMIT_PER_MINUTE),
                 webhook_secret,
                 partners,
+                rate_limit_burst: t.rate_limit_burst,
             })
         })
         .collect()

@@ -42,6 +42,8 @@ fn a_good_file_gets_defaults() {
     assert_eq!(config.server, ServerConfig::default());
     assert_eq!(config.server.listen.port(), 50051);
     assert_eq!(config.tenants[0].rate_limit_per_minute, 300);
+    assert_eq!(config.tenants[0].rate_limit_burst, None);
+    assert_eq!(config.upstream.budget_wait, Duration::from_secs(2));
     assert_eq!(config.replay, ReplayConfig::default());
     assert_eq!(config.replay.max_bytes, 64 * 1024 * 1024);
     let tenants = config.build_tenants().unwrap();
@@ -110,6 +112,18 @@ fn problems_name_the_key() {
         (
             base.replace("x.example\"", "x.example\"\ntimeout = \"3m\""),
             "upstream.timeout",
+        ),
+        (
+            base.replace("x.example\"", "x.example\"\nbudget_wait = \"2m\""),
+            "upstream.budget_wait",
+        ),
+        (
+            format!("{base}rate_limit_per_minute = 60\nrate_limit_burst = 61\n"),
+            "tenants[0].rate_limit_burst",
+        ),
+        (
+            format!("{base}rate_limit_burst = 0\n"),
+            "tenants[0].rate_limit_burst",
         ),
         (format!("{base}colour = \"blue\"\n"), "line"),
     ];

@@ -10,6 +10,9 @@ use crate::didit::RetryPolicy;
 /// Longest per-attempt timeout allowed.
 const MAX_TIMEOUT: Duration = Duration::from_secs(120);
 
+/// Longest `upstream.budget_wait` allowed.
+const MAX_BUDGET_WAIT: Duration = Duration::from_secs(60);
+
 /// The `[upstream]` section, as [`crate::didit::DiditClient::new`] takes it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct UpstreamConfig {
@@ -21,6 +24,10 @@ pub struct UpstreamConfig {
     pub connect_timeout: Duration,
     /// Attempts in all (`upstream.max_attempts`) and the backoff between them.
     pub retry: RetryPolicy,
+    /// Longest time an attempt waits for a slot of its tenant's Didit
+    /// budget (also capped by the caller's deadline); a slot further away
+    /// is refused with `TENANT_RATE_LIMITED`. Zero: never wait.
+    pub budget_wait: Duration,
 }
 
 impl Default for UpstreamConfig {
@@ -30,6 +37,7 @@ impl Default for UpstreamConfig {
             timeout: Duration::from_secs(10),
             connect_timeout: Duration::from_secs(3),
             retry: RetryPolicy::default(),
+            budget_wait: Duration::from_secs(2),
         }
     }
 }
@@ -44,7 +52,7 @@ impl UpstreamConfig {
     }
 
     /// A base URL, timeouts above zero (the attempt's at most 120 s),
-    /// 1 to 10 attempts.
+    /// 1 to 10 attempts, a budget wait of at most 60 s.
     pub fn validate(&self) -> Result<(), FieldError> {
         check_base_url(&self.base_url).map_err(|p| FieldError::new("upstream.base_url", p))?;
         positive("upstream.timeout", self.timeout)?;
@@ -56,6 +64,12 @@ impl UpstreamConfig {
             return Err(FieldError::new(
                 "upstream.max_attempts",
                 "must be between 1 and 10",
+            ));
+        }
+        if self.budget_wait > MAX_BUDGET_WAIT {
+            return Err(FieldError::new(
+                "upstream.budget_wait",
+                "must be at most 60s (0s: never wait for a budget slot)",
             ));
         }
         Ok(())
@@ -70,6 +84,7 @@ pub(super) struct UpstreamSection {
     timeout: Option<String>,
     connect_timeout: Option<String>,
     max_attempts: Option<u32>,
+    budget_wait: Option<String>,
 }
 
 impl UpstreamSection {
@@ -85,6 +100,8 @@ impl UpstreamSection {
                 defaults.connect_timeout,
             )
             .map_err(at("upstream.connect_timeout"))?,
+            budget_wait: parse_duration(self.budget_wait.as_deref(), defaults.budget_wait)
+                .map_err(at("upstream.budget_wait"))?,
             retry: RetryPolicy {
                 max_attempts: self.max_attempts.unwrap_or(defaults.retry.max_attempts),
                 ..defaults.retry

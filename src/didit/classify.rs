@@ -99,6 +99,23 @@ pub(crate) fn parse_retry_after(value: Option<&str>) -> Option<Duration> {
     value?.trim().parse::<u64>().ok().map(Duration::from_secs)
 }
 
+/// Time until `X-RateLimit-Reset` (Unix seconds), for a 429 without a
+/// `Retry-After`; at most an hour (a wrong clock must not stop a tenant).
+pub(crate) fn reset_after(headers: &http::HeaderMap) -> Option<Duration> {
+    let reset: u64 = headers
+        .get("x-ratelimit-reset")?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .ok()?;
+    let wait = Duration::from_secs(reset).checked_sub(now)?;
+    (!wait.is_zero()).then(|| wait.min(Duration::from_secs(3600)))
+}
+
 /// Classifies a non-2xx answer. `secrets` are the request's API key and
 /// share token, scrubbed from anything kept.
 pub(crate) fn classify(
@@ -357,5 +374,27 @@ mod tests {
             panic!()
         };
         assert!(reply.detail.chars().count() <= MAX_DETAIL_CHARS + 1);
+    }
+
+    #[test]
+    fn a_429_without_retry_after_waits_until_the_reset() {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let headers = |reset: String| {
+            let mut h = http::HeaderMap::new();
+            h.insert("x-ratelimit-reset", reset.parse().unwrap());
+            h
+        };
+        let wait = reset_after(&headers((now + 30).to_string())).unwrap();
+        assert!(wait > Duration::from_secs(28) && wait <= Duration::from_secs(30));
+        assert_eq!(reset_after(&headers((now - 5).to_string())), None);
+        assert_eq!(reset_after(&headers("soon".into())), None);
+        assert_eq!(
+            reset_after(&headers((now + 86_400).to_string())),
+            Some(Duration::from_secs(3600))
+        );
+        assert_eq!(reset_after(&http::HeaderMap::new()), None);
     }
 }

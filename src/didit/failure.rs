@@ -98,6 +98,20 @@ pub enum DiditError {
     /// No answer before the caller's deadline or the upstream timeout.
     #[error("Didit did not answer in time")]
     Timeout,
+    /// The tenant's Didit budget has no slot the call could wait for;
+    /// this request was not sent (nor was any before it).
+    #[error("the tenant is over its Didit write budget")]
+    BudgetExhausted {
+        /// When a slot is free again (jittered).
+        retry_after: Duration,
+    },
+    /// The shared state holding the budget could not be asked; this
+    /// request was not sent (nor was any before it).
+    #[error("{cause}")]
+    StateUnavailable {
+        /// What failed, without secrets.
+        cause: String,
+    },
     /// A 2xx body the gateway cannot read, or an unexpected status.
     #[error("Didit sent an unexpected answer: {cause}")]
     Protocol {

@@ -2,8 +2,10 @@
 //! connections over rustls, per-attempt timeouts bounded by the caller's
 //! deadline, metrics, the classification of every non-2xx answer, and the
 //! retry rules (share retries outages; import retries only what never left
-//! the gateway, because a second import POST is answered 403). The
-//! endpoints themselves are `share.rs` and `import.rs`.
+//! the gateway, because a second import POST is answered 403), and the
+//! tenant's Didit budget, charged right before every attempt and paused on
+//! Didit's 429 ([`crate::budget`]). The endpoints themselves are
+//! `share.rs` and `import.rs`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,9 +15,10 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::time::Instant;
 
-use super::classify::{Endpoint, classify, parse_retry_after};
+use super::classify::{Endpoint, classify, parse_retry_after, reset_after};
 use super::failure::DiditError;
 use super::retry::{AttemptError, RetryBudget, retryable};
+use crate::budget::{DiditBudget, Refusal, TenantBudget};
 use crate::config::UpstreamConfig;
 use crate::metrics::{EndpointLabels, Metrics, UpstreamLabels};
 use crate::session::SessionKind;
@@ -28,11 +31,18 @@ const MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
 /// Time kept back from the caller's deadline so the answer can still reach it.
 const DEADLINE_MARGIN: Duration = Duration::from_millis(20);
 
-/// What a call carries besides its request: deadline and trace ids.
+/// What a call carries besides its request: deadline, trace ids, and the
+/// budget its requests to Didit are charged to.
 #[derive(Clone, Debug, Default)]
 pub struct CallContext {
-    /// When the caller stops waiting (from `grpc-timeout`).
+    /// When the upstream work must end (from `grpc-timeout`; `None` for
+    /// work that outlives its caller, such as a detached import).
     pub deadline: Option<Instant>,
+    /// When the caller stops waiting, even if the work goes on: a budget
+    /// slot after it is refused rather than waited for.
+    pub caller_deadline: Option<Instant>,
+    /// The tenant budget every attempt is charged to (`None`: not charged).
+    pub budget: Option<TenantBudget>,
     /// Our request id, sent upstream as `x-request-id`.
     pub request_id: String,
     /// W3C trace context to propagate.
@@ -52,6 +62,8 @@ pub struct DiditClient {
     budget: Arc<RetryBudget>,
     /// Upstream latency, status, retry and in-flight metrics.
     metrics: Metrics,
+    /// Where tenants' Didit budgets are charged (`None`: nothing charged).
+    tenant_budgets: Option<DiditBudget>,
 }
 
 impl DiditClient {
@@ -74,7 +86,15 @@ impl DiditClient {
             }),
             budget: Arc::new(RetryBudget::default()),
             metrics,
+            tenant_budgets: None,
         })
+    }
+
+    /// Charges every attempt of a call that names a [`TenantBudget`] to
+    /// `budgets`, and pauses them on Didit's 429.
+    pub fn with_budgets(mut self, budgets: DiditBudget) -> Self {
+        self.tenant_budgets = Some(budgets);
+        self
     }
 
     /// POSTs `body` as JSON to `path` (below the base URL) with retries;
@@ -98,7 +118,18 @@ impl DiditClient {
         let url = format!("{}{path}", self.config.base_url);
         self.budget.deposit();
         let mut attempt = 1;
+        let mut last_error = None;
         loop {
+            // Charged right before each attempt. A refusal after an attempt
+            // went out answers with that attempt's error: it says more.
+            if let Err(refusal) = self.charge(ctx).await {
+                return Err(last_error.unwrap_or(match refusal {
+                    Refusal::Exhausted { retry_after } => {
+                        DiditError::BudgetExhausted { retry_after }
+                    }
+                    Refusal::Unavailable(cause) => DiditError::StateUnavailable { cause },
+                }));
+            }
             let result = self
                 .attempt(endpoint, &url, key, body.clone(), secrets, ctx)
                 .await;
@@ -107,7 +138,10 @@ impl DiditClient {
                 Err(err) => err,
             };
             let retry_after = match &err.error {
-                DiditError::RateLimited { retry_after, .. } => *retry_after,
+                DiditError::RateLimited { retry_after, .. } => {
+                    self.pause(ctx, *retry_after).await;
+                    *retry_after
+                }
                 _ => None,
             };
             let retryable = retryable(endpoint, &err);
@@ -137,7 +171,31 @@ impl DiditClient {
                 "retrying Didit request"
             );
             tokio::time::sleep(wait).await;
+            last_error = Some(err.error);
             attempt += 1;
+        }
+    }
+
+    /// Charges one attempt to the call's tenant budget, waiting for a slot
+    /// within `upstream.budget_wait` and the earlier of the deadlines.
+    async fn charge(&self, ctx: &CallContext) -> Result<(), Refusal> {
+        let (Some(budgets), Some(who)) = (&self.tenant_budgets, &ctx.budget) else {
+            return Ok(());
+        };
+        let deadline = match (ctx.deadline, ctx.caller_deadline) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        budgets.take(who, deadline).await
+    }
+
+    /// Didit answered 429: holds the tenant back on every replica for
+    /// what Didit asked (`Retry-After`, else `X-RateLimit-Reset`), or a
+    /// second when it said nothing.
+    async fn pause(&self, ctx: &CallContext, retry_after: Option<Duration>) {
+        if let (Some(budgets), Some(who)) = (&self.tenant_budgets, &ctx.budget) {
+            let pause = retry_after.unwrap_or(Duration::from_secs(1));
+            budgets.pause(&who.tenant, pause).await;
         }
     }
 
@@ -222,7 +280,8 @@ impl DiditClient {
             headers
                 .get(http::header::RETRY_AFTER)
                 .and_then(|v| v.to_str().ok()),
-        );
+        )
+        .or_else(|| (status == 429).then(|| reset_after(&headers)).flatten());
         let mut all_secrets = vec![key.expose()];
         all_secrets.extend_from_slice(secrets);
         let error = if (200..300).contains(&status) {

@@ -18,6 +18,7 @@ use super::AppState;
 use super::call_record::{CallLabels, CallRecord};
 use crate::audit::{AuditFields, UpstreamStatus};
 use crate::auth::caller_allowed;
+use crate::budget::TenantBudget;
 use crate::didit::CallContext;
 use crate::error::GatewayError;
 use crate::tenant::{TENANT_HEADER, Tenant};
@@ -148,9 +149,17 @@ where
     let result = async {
         let tenant = tenant?;
         authorize(&tenant, caller)?;
+        // Authorized: only now may the call spend anything of the tenant's
+        // (its Didit budget is charged per request sent, in the transport).
+        let deadline =
+            grpc_timeout(metadata).map(|t| Instant::now() + t.saturating_sub(deadline_margin(t)));
         let ctx = CallContext {
-            deadline: grpc_timeout(metadata)
-                .map(|t| Instant::now() + t.saturating_sub(deadline_margin(t))),
+            deadline,
+            caller_deadline: deadline,
+            budget: tenant.budget().map(|budget| TenantBudget {
+                tenant: Arc::from(tenant.id.as_str()),
+                budget,
+            }),
             request_id: request_id.clone(),
             traceparent: Some(upstream_traceparent(
                 metadata.get("traceparent").and_then(|v| v.to_str().ok()),

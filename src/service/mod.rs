@@ -27,7 +27,6 @@ use tokio_util::sync::CancellationToken;
 
 use crate::auth::AuthPolicy;
 use crate::gateway::Gateway;
-use crate::limits::TenantRate;
 use crate::metrics::Metrics;
 use crate::tenant::Tenants;
 use crate::webhooks::EventLog;
@@ -45,8 +44,6 @@ pub struct AppState {
     pub metrics: Metrics,
     /// Tenants and caller policy; replaced as a whole on a config reload.
     settings: ArcSwap<Settings>,
-    /// Per-tenant rate limits, applied by a tower layer before the services.
-    pub tenant_rate: TenantRate,
     /// The tenants' session events (webhooks received), when `[webhooks]`
     /// is configured.
     events: Option<Arc<dyn EventLog>>,
@@ -66,17 +63,11 @@ pub struct Settings {
 
 impl AppState {
     /// State serving `settings`.
-    pub fn new(
-        gateway: Gateway,
-        metrics: Metrics,
-        settings: Settings,
-        tenant_rate: TenantRate,
-    ) -> Self {
+    pub fn new(gateway: Gateway, metrics: Metrics, settings: Settings) -> Self {
         Self {
             gateway,
             metrics,
             settings: ArcSwap::from_pointee(settings),
-            tenant_rate,
             events: None,
             streams_end: CancellationToken::new(),
         }

@@ -76,6 +76,7 @@ impl TestEnv {
             rate_limit_per_minute: 300,
             webhook_secret: None,
             partners: None,
+            rate_limit_burst: None,
         });
         for tenant in &mut config.tenants {
             // Tests make many calls quickly; the rate limit has its own test.

@@ -221,6 +221,7 @@ async fn a_tenant_with_a_wrong_key_is_told_its_credentials_were_rejected() {
             rate_limit_per_minute: 1000,
             webhook_secret: None,
             partners: None,
+            rate_limit_burst: None,
         });
     })
     .await;
@@ -385,6 +386,18 @@ async fn upstream_rate_limits_and_outages() {
         let session = env.create_session("service-x", "user", "Approved").await;
         let token = env.token_for_y(&session).await;
 
+        env.faults(json!({"fail_next": 1, "error_status": 503, "endpoints": ["import"]}))
+            .await;
+        let status = assert_status(
+            env.import("service-y", &token, &y.workflows.user, "", false)
+                .await,
+            Code::Unavailable,
+            "UPSTREAM_UNAVAILABLE",
+            "503",
+        );
+        assert!(status.get_details_retry_info().is_some());
+
+        // Last: Didit's 429 pauses the tenant's budget (see budget.rs).
         env.faults(
             json!({"rate_limit_after": 0, "retry_after_seconds": 7, "endpoints": ["import"]}),
         )
@@ -402,17 +415,6 @@ async fn upstream_rate_limits_and_outages() {
             .retry_delay
             .unwrap();
         assert_eq!(retry.as_secs(), 7, "RetryInfo carries Retry-After");
-
-        env.faults(json!({"fail_next": 1, "error_status": 503, "endpoints": ["import"]}))
-            .await;
-        let status = assert_status(
-            env.import("service-y", &token, &y.workflows.user, "", false)
-                .await,
-            Code::Unavailable,
-            "UPSTREAM_UNAVAILABLE",
-            "503",
-        );
-        assert!(status.get_details_retry_info().is_some());
         env.stop().await;
     }
 }

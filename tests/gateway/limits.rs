@@ -1,6 +1,7 @@
 //! Admission control: a flood beyond the concurrency limit is shed at once
-//! (not queued), a tenant over its rate is told to back off before Didit
-//! answers 429, and oversized messages are refused before any upstream call.
+//! (not queued), a tenant over its Didit budget is told to back off before
+//! Didit answers 429, and oversized messages are refused before any
+//! upstream call. The budget itself is tested in `budget.rs`.
 
 use std::time::{Duration, Instant};
 
@@ -122,9 +123,12 @@ async fn a_tenant_is_told_to_back_off_before_didit_answers_429() {
             ..SandboxConfig::default()
         },
         |config| {
+            // Refuse rather than wait, so the loop runs at full speed.
+            config.upstream.budget_wait = Duration::ZERO;
             for tenant in &mut config.tenants {
                 tenant.rate_limit_per_minute =
                     didit_share_gateway::config::TenantConfig::DEFAULT_RATE_LIMIT_PER_MINUTE;
+                tenant.rate_limit_burst = None;
             }
         },
     )

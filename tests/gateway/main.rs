@@ -6,6 +6,7 @@
 mod env;
 
 mod auth;
+mod budget;
 mod check_config;
 mod deadlines;
 mod errors;

@@ -326,6 +326,18 @@ async fn every_documented_series_is_exported() {
         Some(0.0)
     );
     assert_eq!(
+        value(&all, "dsg_budget_waits_total", &[("tenant", "service-y")]),
+        Some(0.0)
+    );
+    assert_eq!(
+        value(
+            &all,
+            "dsg_budget_wait_seconds_total",
+            &[("tenant", "service-y")]
+        ),
+        Some(0.0)
+    );
+    assert_eq!(
         value(
             &all,
             "dsg_api_key_reload_failures_total",

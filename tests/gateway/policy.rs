@@ -65,6 +65,7 @@ fn policies(config: &mut Config) {
         rate_limit_per_minute: 1_000_000,
         partners: None,
         webhook_secret: None,
+        rate_limit_burst: None,
     });
 }
 
