@@ -75,7 +75,7 @@ pub struct AuditEvent {
     /// The gRPC code's name, e.g. `OK`, `PERMISSION_DENIED`.
     pub code: &'static str,
     /// The `ErrorInfo` reason, empty on success.
-    pub reason: &'static str,
+    pub reason: String,
     /// The HTTP status of Didit's last answer, when the call reached Didit.
     pub upstream_status: Option<u16>,
     /// The partner's name under the tenant's data-sharing policy.
@@ -103,7 +103,7 @@ impl AuditEvent {
             replayed = self.replayed,
             recovered = self.recovered,
             code = self.code,
-            reason = self.reason,
+            reason = %self.reason,
             upstream_status = self.upstream_status,
             partner = self.partner.as_deref(),
             agreement = self.agreement.as_deref(),

@@ -20,16 +20,34 @@ use tonic::transport::server::TcpIncoming;
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
+use crate::audit_edge::RefusalAuditLayer;
 use crate::limits::Shed;
+use crate::message_limits::OversizedLayer;
 use crate::proto::import_service_server::ImportServiceServer;
 use crate::proto::session_service_server::SessionServiceServer;
 use crate::proto::share_service_server::ShareServiceServer;
 use crate::service::{AppState, ImportApi, SessionApi, ShareApi};
 
 /// Largest request message accepted (requests are a token and a few ids).
-const MAX_REQUEST_BYTES: usize = 64 * 1024;
+pub const MAX_REQUEST_BYTES: usize = 64 * 1024;
 /// Largest response message sent (a cloned session with every check).
 const MAX_RESPONSE_BYTES: usize = 32 * 1024 * 1024;
+
+/// Largest request metadata (the HTTP/2 header list, hyper's default made
+/// explicit): past it h2 answers HTTP 431 before any service runs.
+pub const MAX_METADATA_BYTES: u32 = 16 * 1024;
+/// Streams a client may open and reset before the server has accepted
+/// them, per connection, before h2 closes the connection with GOAWAY
+/// ENHANCE_YOUR_CALM (h2's default is 20: a burst of client cancellations
+/// then fails every other call on the connection). Such streams never
+/// reach a handler and cost a few hundred bytes each until accepted, so the
+/// bound still stops a rapid-reset flood (CVE-2023-44487) from growing
+/// without end.
+const MAX_PENDING_ACCEPT_RESET_STREAMS: usize = 4096;
+/// Streams the server itself may reset for protocol errors on one
+/// connection before GOAWAY (hyper's default, set explicitly:
+/// RUSTSEC-2024-0003).
+const MAX_LOCAL_ERROR_RESET_STREAMS: usize = 1024;
 
 /// The gRPC names of the services, as health reports them.
 pub const SERVICE_NAMES: [&str; 3] = [
@@ -119,13 +137,22 @@ pub async fn serve(
         let _ = drain_started.send(began);
     };
 
-    // The global limit: shed at once rather than queue without bound.
-    // Tenants' Didit budgets are charged per upstream request, after the
-    // caller is authorized (crate::budget), never here.
-    let layers = tower::ServiceBuilder::new().layer(Shed::layer(
-        options.max_concurrent_requests,
-        state.metrics.clone(),
-    ));
+    let layers = tower::ServiceBuilder::new()
+        // Outermost: the audit event of a call answered before a service.
+        .layer(RefusalAuditLayer(Arc::clone(&state)))
+        // The global limit: shed at once rather than queue without bound.
+        // Tenants' Didit budgets are charged per upstream request, after
+        // the caller is authorized (crate::budget), never here.
+        .layer(Shed::layer(
+            options.max_concurrent_requests,
+            state.metrics.clone(),
+        ))
+        // Innermost: the codec's OUT_OF_RANGE for an oversized message
+        // becomes RESOURCE_EXHAUSTED.
+        .layer(OversizedLayer {
+            max_request_bytes: MAX_REQUEST_BYTES,
+            state: Arc::clone(&state),
+        });
 
     let mut builder = Server::builder();
     if let Some(tls) = options.tls.clone() {
@@ -134,6 +161,9 @@ pub async fn serve(
     let server = builder
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+        .http2_max_pending_accept_reset_streams(Some(MAX_PENDING_ACCEPT_RESET_STREAMS))
+        .http2_max_local_error_reset_streams(Some(MAX_LOCAL_ERROR_RESET_STREAMS))
+        .http2_max_header_list_size(Some(MAX_METADATA_BYTES))
         .layer(layers)
         .add_service(
             ShareServiceServer::new(ShareApi::new(Arc::clone(&state)))

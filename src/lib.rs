@@ -7,8 +7,10 @@
 //! # Layout
 //! - [`config`]: the TOML config, one type per section, and its validation.
 //! - [`tenant`]: tenants, their (redacted) API keys, `x-tenant-id` lookup.
+//! - [`message_limits`]: oversized request messages answered RESOURCE_EXHAUSTED.
 //! - [`trace_context`]: which W3C `traceparent` goes upstream (valid or fresh).
 //! - [`audit`]: the one audit event per RPC, on the tracing target `audit`.
+//! - [`audit_edge`]: audit events of calls answered before a service (shed, limited, oversized).
 //! - [`auth`]: caller identity (mtls, mesh XFCC, none) and `allowed_callers`.
 //! - [`secrets`]: API key files re-read on change.
 //! - [`session`]: the plain-Rust domain: share/import requests and results.
@@ -41,6 +43,7 @@
 pub mod admin_http;
 pub mod app;
 pub mod audit;
+pub mod audit_edge;
 pub mod auth;
 pub mod budget;
 pub mod coalesce;
@@ -50,6 +53,7 @@ pub mod error;
 pub mod gateway;
 pub mod grpc;
 pub mod limits;
+pub mod message_limits;
 pub mod metrics;
 pub mod policy;
 pub mod proto;

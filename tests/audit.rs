@@ -297,6 +297,30 @@ async fn every_call_writes_one_complete_audit_event_and_no_secret() {
         "no vendor_data sent"
     );
 
+    // A message over the decoding limit never reaches the service: the
+    // edge writes its event.
+    let status = env
+        .import_client
+        .clone()
+        .import_shared_session(request(
+            "service-y",
+            "an-oversized",
+            import_message(&"t".repeat(100 * 1024), &wf, ""),
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::ResourceExhausted);
+    assert!(status.metadata().get("x-dsg-audited").is_none());
+    let event = captured.one("an-oversized");
+    assert_eq!(
+        (&event["rpc"], &event["tenant"], &event["code"]),
+        (
+            &json!("ImportSharedSession"),
+            &json!("service-y"),
+            &json!("RESOURCE_EXHAUSTED")
+        )
+    );
+
     // A call the caller gives up on: the drop guard writes its event.
     env.faults(json!({"latency_ms": 1000})).await;
     let mut late = request("service-x", "a-cancelled", share_message(&session));
@@ -365,6 +389,35 @@ async fn every_call_writes_one_complete_audit_event_and_no_secret() {
     for secret in &secrets {
         assert!(!text.contains(secret.as_str()), "a secret is in the log");
     }
+
+    // A call refused by the admission layers (the tenant's limit, a burst
+    // of 1): one event, from the edge.
+    let env = TestEnv::start_with(SandboxConfig::default(), |config| {
+        for tenant in &mut config.tenants {
+            tenant.rate_limit_per_minute = 10;
+        }
+    })
+    .await;
+    let mut reasons = Vec::new();
+    for id in ["limited-1", "limited-2", "limited-3"] {
+        let answer = env
+            .share_client
+            .clone()
+            .share_session(request("service-x", id, share_message(&session)))
+            .await;
+        let event = captured.one(id);
+        assert_eq!(event["tenant"], "service-x");
+        if let Err(status) = answer {
+            assert!(status.metadata().get("x-dsg-audited").is_none());
+            assert_eq!(event["reason"], json!(reason(&status)));
+            reasons.push(reason(&status));
+        }
+    }
+    assert!(
+        reasons.iter().any(|r| r == "TENANT_RATE_LIMITED"),
+        "{reasons:?}"
+    );
+    env.stop().await;
 
     // `[audit] enabled = false`: calls are logged, not audited.
     let env = TestEnv::start_with(SandboxConfig::default(), |config| {

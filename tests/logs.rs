@@ -159,7 +159,7 @@ async fn every_path_of_one_gateway(secrets: &mut Secrets) {
     let oversized = env
         .import("service-y", &"t".repeat(100 * 1024), &wf, "", false)
         .await;
-    assert_eq!(oversized.unwrap_err().code(), Code::OutOfRange);
+    assert_eq!(oversized.unwrap_err().code(), Code::ResourceExhausted);
 
     // Share rejections.
     let missing = env

@@ -131,7 +131,9 @@ pub(crate) fn classify(
     let reply = UpstreamReply {
         status,
         detail: scrub(&messages.text.join(" "), secrets),
-        field: messages.field.clone(),
+        // A key of Didit's body is echoed to the caller as `upstream_field`:
+        // scrubbed and bounded like the detail (found by tests/fuzz.rs).
+        field: messages.field.as_deref().map(|f| scrub(f, secrets)),
         request_id,
     };
     if status == 429 {

@@ -17,12 +17,17 @@ use tracing::Instrument as _;
 use super::AppState;
 use super::call_record::{CallLabels, CallRecord};
 use crate::audit::{AuditFields, UpstreamStatus};
+use crate::audit_edge::AUDITED;
 use crate::auth::caller_allowed;
 use crate::budget::TenantBudget;
 use crate::didit::CallContext;
 use crate::error::GatewayError;
 use crate::tenant::{TENANT_HEADER, Tenant};
 use crate::trace_context::upstream_traceparent;
+
+/// The mark telling the edge layer this answer was audited here (stripped
+/// before the caller sees it).
+const AUDITED_VALUE: &str = "1";
 
 /// The metadata key of the request id, echoed on every answer.
 const REQUEST_ID: &str = "x-request-id";
@@ -182,6 +187,9 @@ fn answer<T>(result: Result<T, GatewayError>, request_id: &str) -> Result<Respon
             if let Some(v) = id_value {
                 response.metadata_mut().insert(REQUEST_ID, v);
             }
+            response
+                .metadata_mut()
+                .insert(AUDITED, MetadataValue::from_static(AUDITED_VALUE));
             Ok(response)
         }
         Err(err) => {
@@ -189,6 +197,9 @@ fn answer<T>(result: Result<T, GatewayError>, request_id: &str) -> Result<Respon
             if let Some(v) = id_value {
                 status.metadata_mut().insert(REQUEST_ID, v);
             }
+            status
+                .metadata_mut()
+                .insert(AUDITED, MetadataValue::from_static(AUDITED_VALUE));
             Err(status)
         }
     }

@@ -132,7 +132,7 @@ impl CallRecord {
             tenant: labels.tenant.clone(),
             rpc: labels.method,
             code: code_name(code),
-            reason,
+            reason: reason.to_owned(),
             upstream_status: error
                 .and_then(GatewayError::upstream_status)
                 .or_else(|| self.upstream_status.get()),
