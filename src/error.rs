@@ -11,6 +11,7 @@ use tonic_types::{ErrorDetails, StatusExt};
 
 use crate::didit::{DiditError, Rejection, UpstreamReply};
 use crate::policy::Refusal;
+use crate::state::StateError;
 
 /// `ErrorInfo.domain` of every error.
 pub const ERROR_DOMAIN: &str = "didit-share-gateway";
@@ -75,6 +76,10 @@ pub enum GatewayError {
     /// The tenant's partner policy refused the call.
     #[error(transparent)]
     PolicyRefused(#[from] Refusal),
+    /// The shared state (Redis) could not be reached; nothing was sent
+    /// to Didit. The detail names no secret.
+    #[error("the shared state is unavailable; nothing was sent to Didit")]
+    StateUnavailable(String),
     /// The caller's deadline passed.
     #[error("the deadline passed before Didit answered")]
     DeadlineExceeded,
@@ -112,6 +117,7 @@ impl GatewayError {
             Self::AlreadyImported { .. } => (Code::AlreadyExists, "ALREADY_IMPORTED"),
             Self::Overloaded => (Code::ResourceExhausted, "OVERLOADED"),
             Self::TenantRateLimited { .. } => (Code::ResourceExhausted, "TENANT_RATE_LIMITED"),
+            Self::StateUnavailable(_) => (Code::Unavailable, "STATE_UNAVAILABLE"),
             Self::DeadlineExceeded => (Code::DeadlineExceeded, "DEADLINE_EXCEEDED"),
             Self::Internal(_) => (Code::Internal, "INTERNAL"),
             Self::EventCursorExpired => (Code::OutOfRange, "EVENT_CURSOR_EXPIRED"),
@@ -181,6 +187,7 @@ impl GatewayError {
             Self::EventLogUnavailable(_) => Some(Duration::from_secs(1)),
             Self::Upstream(DiditError::BudgetExhausted { retry_after }) => Some(*retry_after),
             Self::Upstream(DiditError::StateUnavailable { .. }) => Some(Duration::from_secs(1)),
+            Self::StateUnavailable(_) => Some(Duration::from_secs(1)),
             _ => None,
         }
     }
@@ -200,6 +207,18 @@ impl GatewayError {
             | Self::Upstream(DiditError::RateLimited { reply, .. }) => Some(reply),
             Self::Upstream(DiditError::Unavailable { reply, .. }) => reply.as_ref(),
             _ => None,
+        }
+    }
+}
+
+/// A state failure on the import path: `Unavailable` is the caller's
+/// STATE_UNAVAILABLE; a `Corrupt` value that cannot be treated as a miss
+/// is an internal error.
+impl From<StateError> for GatewayError {
+    fn from(err: StateError) -> Self {
+        match err {
+            StateError::Unavailable(cause) => Self::StateUnavailable(cause),
+            StateError::Corrupt(cause) => Self::Internal(format!("shared state: {cause}")),
         }
     }
 }
@@ -283,6 +302,7 @@ mod tests {
                 retry_after: Duration::from_secs(1),
             },
             GatewayError::DeadlineExceeded,
+            GatewayError::StateUnavailable("x".into()),
             GatewayError::Internal("x".into()),
             GatewayError::EventCursorExpired,
             GatewayError::SlowSubscriber,

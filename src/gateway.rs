@@ -1,167 +1,156 @@
-//! The gateway's core: share and import for a tenant, with in-flight
-//! de-duplication and import replay. It knows nothing of gRPC; the services
-//! in [`crate::service`] translate to and from it.
+//! The gateway's core: share and import for a tenant. It knows nothing of
+//! gRPC; the services in [`crate::service`] translate to and from it.
+//!
+//! Imports are de-duplicated at two levels: identical calls (same tenant,
+//! token and parameters) in this process share one run ([`Coalescer`]),
+//! and runs on every replica share one lease and one replay record in the
+//! [`StateStore`] (`flow`). Shares are not de-duplicated: a share token is
+//! a one-time secret, so every call mints its own.
+//!
+//! # Layout
+//! - `flow`: one import run (lease, in-doubt mark, Didit, record).
+//! - `recover`: finding a lost import's session through Didit.
+//! - `detached`: bounds on import work running without its caller.
+
+mod detached;
+mod flow;
+mod recover;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::time::Instant;
 use tokio_util::task::TaskTracker;
-use uuid::Uuid;
+
+pub use detached::DetachedLimits;
 
 use crate::coalesce::Coalescer;
 use crate::config::ReplayConfig;
-use crate::didit::{CallContext, DiditClient, DiditError, Rejection};
+use crate::didit::{CallContext, DiditClient};
 use crate::error::GatewayError;
 use crate::metrics::{EndpointLabels, Metrics};
-use crate::replay::{ImportKey, ReplayStore, StoredImport};
-use crate::session::{ImportRequest, ShareOutcome, ShareRequest};
+use crate::replay::{StoredImport, import_id};
+use crate::session::{ImportParams, ImportRequest, ShareOutcome, ShareRequest};
+use crate::state::{ImportId, StateStore};
 use crate::tenant::Tenant;
-
-/// Identical share requests of one tenant that overlap in time.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-struct ShareKey {
-    tenant: Arc<str>,
-    session_id: Uuid,
-    for_application_id: Uuid,
-    ttl_seconds: u32,
-}
 
 /// The result of an import.
 #[derive(Clone, Debug)]
 pub struct ImportOutcome {
     /// The session Didit created, with the request that created it.
     pub stored: Arc<StoredImport>,
-    /// True when the answer came from the replay store, not a new import.
+    /// True when the answer came from the replay store (or a recovery),
+    /// not a new import.
     pub replayed: bool,
+}
+
+/// What every import run needs, shared with the detached tasks.
+struct Core {
+    client: DiditClient,
+    store: StateStore,
+    metrics: Metrics,
+    /// The replay window: how long records and in-doubt marks live.
+    window: Duration,
+    /// How long a run waits for another replica's leader.
+    wait_cap: Duration,
+    limits: DetachedLimits,
 }
 
 /// Share and import, shared by every connection.
 pub struct Gateway {
-    client: DiditClient,
-    replay: ReplayStore,
-    imports: Coalescer<ImportKey, ImportOutcome>,
-    shares: Coalescer<ShareKey, ShareOutcome>,
+    core: Arc<Core>,
+    imports: Coalescer<(ImportId, ImportParams), ImportOutcome>,
     tasks: TaskTracker,
-    metrics: Metrics,
 }
 
 impl Gateway {
-    /// A gateway calling Didit through `client`.
-    pub fn new(client: DiditClient, replay: ReplayConfig, metrics: Metrics) -> Self {
+    /// A gateway calling Didit through `client`, keeping replay records,
+    /// leases and in-doubt marks in `store`, running at most
+    /// `max_detached` imports at once (half of them for one tenant).
+    pub fn new(
+        client: DiditClient,
+        replay: ReplayConfig,
+        store: StateStore,
+        max_detached: usize,
+        metrics: Metrics,
+    ) -> Self {
         let tasks = TaskTracker::new();
+        let wait_cap = client.upstream_timeout() + 2 * flow::LEASE_TTL;
+        let limits = DetachedLimits::new(
+            max_detached,
+            max_detached.div_ceil(2),
+            metrics.detached_in_flight.clone(),
+        );
         Self {
-            client,
-            replay: ReplayStore::new(replay, &metrics),
+            core: Arc::new(Core {
+                client,
+                store,
+                metrics,
+                window: replay.window,
+                wait_cap,
+                limits,
+            }),
             imports: Coalescer::new(tasks.clone()),
-            shares: Coalescer::new(tasks.clone()),
             tasks,
-            metrics,
         }
     }
 
-    /// Mints a share token. Overlapping identical requests share one
-    /// upstream call; a later request mints a fresh token.
+    /// Mints a share token. Never de-duplicated: two calls, even
+    /// concurrent identical ones, get two tokens (a token is a one-time
+    /// secret for one partner hand-over).
     pub async fn share(
         &self,
         tenant: &Tenant,
         request: ShareRequest,
         ctx: CallContext,
     ) -> Result<ShareOutcome, GatewayError> {
-        let key = ShareKey {
-            tenant: Arc::from(tenant.id.as_str()),
-            session_id: request.session_id,
-            for_application_id: request.for_application_id,
-            ttl_seconds: request.ttl_seconds,
-        };
-        let client = self.client.clone();
-        let api_key = tenant.api_key();
         let deadline = ctx.deadline;
-        let work = async move {
-            client
+        let api_key = tenant.api_key();
+        let work = async {
+            self.core
+                .client
                 .share(&api_key, &request, &ctx)
                 .await
                 .map_err(GatewayError::from)
         };
-        let (task, leader) = self.shares.join(key, work).await;
-        if !leader {
-            self.metrics
-                .coalesced_waiters
-                .get_or_create(&EndpointLabels { endpoint: "share" })
-                .inc();
-        }
-        until(deadline, task).await
+        until(deadline, work).await
     }
 
-    /// Imports a shared session, at most once per (tenant, token): a repeat
-    /// within the replay window gets the stored session (`replayed`), or
-    /// `ALREADY_IMPORTED` when its parameters differ.
+    /// Imports a shared session, at most once per (tenant, token) across
+    /// replicas: a repeat within the replay window gets the stored session
+    /// (`replayed`), or `ALREADY_IMPORTED` when its parameters differ.
     pub async fn import(
         &self,
         tenant: &Tenant,
         request: ImportRequest,
         ctx: CallContext,
     ) -> Result<ImportOutcome, GatewayError> {
-        let key = ImportKey::new(&tenant.id, &request.share_token);
-        if let Some(stored) = self.replay.get(&key).await {
-            return self.answer(
-                &request,
-                ImportOutcome {
-                    stored,
-                    replayed: true,
-                },
-            );
+        let id = import_id(&tenant.id, &request.share_token);
+        if let Some(stored) = flow::read_record(&self.core, &id).await? {
+            return self.answer(&request, flow::replayed(stored));
         }
         let deadline = ctx.deadline;
-        // The import runs detached with no caller deadline: a caller that
-        // gives up must not leave an import Didit made but nobody stored.
+        // The run is detached with no caller deadline: a caller that gives
+        // up must not leave an import Didit made but nobody stored.
         let ctx = CallContext {
             deadline: None,
             ..ctx
         };
-        let (client, replay, metrics) = (
-            self.client.clone(),
-            self.replay.clone(),
-            self.metrics.clone(),
-        );
+        let core = Arc::clone(&self.core);
         let api_key = tenant.api_key();
-        let params = request.params.clone();
-        let task_key = key.clone();
+        let tenant_id = tenant.id.clone();
+        let task_id = id.clone();
         let task_request = request.clone();
         let work = async move {
-            let session = match client.import(&api_key, &task_request, &ctx).await {
-                Ok(session) => session,
-                // Didit says "already imported": if the import that did it
-                // was ours and finished just before this call joined (a
-                // narrow race between the lookup above and the join), its
-                // result is in the store. Checking only here keeps the
-                // common miss path to one store lookup.
-                Err(
-                    err @ DiditError::Rejected {
-                        rejection: Rejection::AlreadyImported,
-                        ..
-                    },
-                ) => {
-                    return match replay.get(&task_key).await {
-                        Some(stored) => Ok(ImportOutcome {
-                            stored,
-                            replayed: true,
-                        }),
-                        None => Err(err.into()),
-                    };
-                }
-                Err(err) => return Err(err.into()),
-            };
-            let stored = Arc::new(StoredImport { params, session });
-            replay.insert(task_key, Arc::clone(&stored)).await;
-            metrics.replay_stored.inc();
-            Ok(ImportOutcome {
-                stored,
-                replayed: false,
-            })
+            let _permit = core.limits.acquire(&tenant_id).await?;
+            flow::run(core, task_id, api_key, task_request, ctx).await
         };
-        let (task, leader) = self.imports.join(key, work).await;
+        // Only calls with equal parameters share a run: another caller's
+        // parameter-specific error is not theirs to see.
+        let (task, leader) = self.imports.join((id, request.params.clone()), work).await;
         if !leader {
-            self.metrics
+            self.core
+                .metrics
                 .coalesced_waiters
                 .get_or_create(&EndpointLabels { endpoint: "import" })
                 .inc();
@@ -177,23 +166,24 @@ impl Gateway {
         outcome: ImportOutcome,
     ) -> Result<ImportOutcome, GatewayError> {
         if outcome.stored.params != request.params {
-            self.metrics.replay_mismatches.inc();
+            self.core.metrics.replay_mismatches.inc();
             return Err(GatewayError::AlreadyImported {
                 session_id: Some(outcome.stored.session.session_id.clone()),
             });
         }
         if outcome.replayed {
-            self.metrics.replays.inc();
+            self.core.metrics.replays.inc();
         }
         Ok(outcome)
     }
 
-    /// The replay store, for tests and the admin view.
-    pub fn replay_store(&self) -> &ReplayStore {
-        &self.replay
+    /// The shared state store (replay records, leases, in-doubt marks,
+    /// budgets), for the budget, the health watch, tests and admin views.
+    pub fn store(&self) -> &StateStore {
+        &self.core.store
     }
 
-    /// Detached upstream tasks still running (share and import).
+    /// Detached upstream tasks still running (imports).
     pub fn tasks(&self) -> &TaskTracker {
         &self.tasks
     }
@@ -201,7 +191,7 @@ impl Gateway {
     /// The Didit client, for the reads (GetSession), which need neither
     /// replay nor coalescing.
     pub fn client(&self) -> &DiditClient {
-        &self.client
+        &self.core.client
     }
 }
 

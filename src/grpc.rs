@@ -102,6 +102,15 @@ pub async fn serve(
 
     set_health(&reporter, ServingStatus::Serving).await;
     ready.store(true, Ordering::Release);
+    // Share and import follow the shared state's availability until the drain.
+    let draining = Arc::new(AtomicBool::new(false));
+    let state_watch = crate::state_watch::spawn(
+        state.gateway.store(),
+        reporter.clone(),
+        &SERVICE_NAMES,
+        state.metrics.state_available.clone(),
+        Arc::clone(&draining),
+    );
 
     // The server's own TCP options apply only to listeners it binds:
     // without nodelay, small unary answers wait out Nagle + delayed ACK.
@@ -124,6 +133,8 @@ pub async fn serve(
         let began = tokio::time::Instant::now();
         let _ = signal_began_at.set(began);
         drain_ready.store(false, Ordering::Release);
+        draining.store(true, Ordering::Release);
+        state_watch.abort();
         set_health(&drain_reporter, ServingStatus::NotServing).await;
         tokio::time::sleep(drain_delay).await;
         // Health `Watch` streams (client-side health checking keeps one

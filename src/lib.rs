@@ -63,6 +63,7 @@ pub mod service;
 pub mod session;
 pub mod share_token;
 pub mod state;
+pub mod state_watch;
 pub mod telemetry;
 pub mod tenant;
 pub mod trace_context;

@@ -106,6 +106,12 @@ pub struct Metrics {
     pub replay_stored: Counter,
     /// Replay entries evicted for size (expiry is not counted).
     pub replay_evictions: Counter,
+    /// Imports whose lost answer was found again through Didit.
+    pub import_recoveries: Counter,
+    /// 1 while the shared state store is reachable, else 0.
+    pub state_available: Gauge,
+    /// Import tasks running upstream work detached from their callers.
+    pub detached_in_flight: Gauge,
     /// Calls shed by the concurrency limit.
     pub shed: Counter,
     /// Requests to Didit refused by the tenant's Didit budget.
@@ -210,6 +216,24 @@ impl Metrics {
             "Replay entries evicted by the byte bound",
             replay_evictions.clone(),
         );
+        let import_recoveries = Counter::default();
+        registry.register(
+            "import_recoveries",
+            "Imports whose lost answer was found again through Didit",
+            import_recoveries.clone(),
+        );
+        let state_available = Gauge::default();
+        registry.register(
+            "state_available",
+            "1 while the shared state store is reachable, else 0",
+            state_available.clone(),
+        );
+        let detached_in_flight = Gauge::default();
+        registry.register(
+            "upstream_detached_in_flight",
+            "Import tasks doing upstream work detached from their callers",
+            detached_in_flight.clone(),
+        );
         let shed = Counter::default();
         registry.register(
             "shed_requests",
@@ -277,6 +301,9 @@ impl Metrics {
             replay_mismatches,
             replay_stored,
             replay_evictions,
+            import_recoveries,
+            state_available,
+            detached_in_flight,
             shed,
             tenant_rate_limited,
             budget_waits,

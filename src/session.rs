@@ -63,7 +63,7 @@ pub struct ImportParams {
 /// plus the few fields the gateway itself needs. The check arrays are decoded
 /// from `raw` only when a response is built, so what is stored is what Didit
 /// sent and nothing more.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ImportedSession {
     /// The exact upstream body (personal data: documents, selfies, AML hits).
     pub raw: Bytes,
@@ -138,6 +138,14 @@ impl SessionKind {
             "user" => Some(Self::User),
             "business" => Some(Self::Business),
             _ => None,
+        }
+    }
+
+    /// Didit's lowercase wire value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::User => "user",
+            Self::Business => "business",
         }
     }
 }

@@ -221,7 +221,7 @@ async fn every_path_of_one_gateway(secrets: &mut Secrets) {
     assert_eq!(reason(&gone.unwrap_err()), "SOURCE_SESSION_NOT_FOUND");
 
     // Outages: a 503 share is retried, a 503 import is not, an import
-    // whose answer is lost is then refused by Didit as a duplicate.
+    // whose answer is lost is found again on the retry.
     env.faults(json!({"fail_next": 1, "error_status": 503, "endpoints": ["share"]}))
         .await;
     let retried = env
@@ -244,7 +244,10 @@ async fn every_path_of_one_gateway(secrets: &mut Secrets) {
         .await;
     let lost = env.import("service-y", &fresh, &wf, "", false).await;
     assert_eq!(reason(&lost.unwrap_err()), "UPSTREAM_UNAVAILABLE");
-    let duplicate = env.import("service-y", &fresh, &wf, "", false).await;
+    // The retry finds the lost import through Didit; other parameters are refused.
+    let recovered = env.import("service-y", &fresh, &wf, "", false).await;
+    assert!(recovered.unwrap().recovered);
+    let duplicate = env.import("service-y", &fresh, &wf, "other", false).await;
     assert_eq!(reason(&duplicate.unwrap_err()), "ALREADY_IMPORTED");
 
     let late_token = env.token_for_y(&session).await;

@@ -139,6 +139,21 @@ def cmd_check_config(binary, rendered, workdir):
             staged[str(local)] = original
         if "api_key_env" in tenant:
             env[tenant["api_key_env"]] = f"placeholder-key-for-{tenant['id']}"
+    # [state]'s files (Redis URL, encryption key): placeholders of the
+    # right shape; the Redis is never contacted by --check-config.
+    state = config.get("state", {})
+    placeholders = {
+        "redis_url_file": "redis://placeholder.invalid:6379/0\n",
+        "encryption_key_file": "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\n",
+    }
+    for key, content in placeholders.items():
+        if key in state:
+            original = state[key]
+            local = work / "state" / Path(original).name
+            local.parent.mkdir(parents=True, exist_ok=True)
+            local.write_text(content, encoding="utf-8")
+            local.chmod(0o400)
+            text = text.replace(f'"{original}"', json.dumps(str(local)))
     path = work / "gateway.toml"
     path.write_text(text, encoding="utf-8")
     proc = subprocess.run(

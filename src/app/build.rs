@@ -16,24 +16,47 @@ use crate::gateway::Gateway;
 use crate::grpc::ServeOptions;
 use crate::metrics::{Metrics, TenantLabels};
 use crate::service::{AppState, Settings};
-use crate::state::{StateConfig, StateStore};
+use crate::state::StateStore;
 use crate::tenant::Tenants;
 
 /// The longest pause between NOT_SERVING and closing the listener.
 const MAX_DRAIN_DELAY: Duration = Duration::from_secs(1);
 
+/// The state store `config` names (`[state]`), with the replay evictions
+/// counted for the memory backend. Redis connects lazily: start-up does
+/// not wait for it.
+pub(super) async fn store(config: &Config, metrics: &Metrics) -> Result<StateStore, ConfigError> {
+    let evictions = metrics.replay_evictions.clone();
+    let on_eviction: crate::state::memory::OnEviction = Arc::new(move || {
+        evictions.inc();
+    });
+    StateStore::open_observed(&config.state, config.replay.max_bytes, Some(on_eviction))
+        .await
+        .map_err(|e| ConfigError {
+            file: config.source.clone(),
+            key: e.key,
+            problem: e.problem,
+        })
+}
+
 /// The shared state and the gRPC server's options for `config`; tenants'
 /// Didit budgets are kept in `store`.
 pub(super) fn state(
     config: &Config,
+    store: StateStore,
     metrics: Metrics,
     drain_delay: Option<Duration>,
-    store: StateStore,
 ) -> Result<(Arc<AppState>, ServeOptions), StartError> {
     let settings = settings(config)?;
-    let budgets = DiditBudget::new(store, config.upstream.budget_wait, metrics.clone());
+    let budgets = DiditBudget::new(store.clone(), config.upstream.budget_wait, metrics.clone());
     let client = DiditClient::new(config.upstream.clone(), metrics.clone())?.with_budgets(budgets);
-    let gateway = Gateway::new(client, config.replay, metrics.clone());
+    let gateway = Gateway::new(
+        client,
+        config.replay,
+        store,
+        config.server.max_concurrent_requests,
+        metrics.clone(),
+    );
     let grace = config.server.shutdown_grace;
     let options = ServeOptions {
         max_concurrent_requests: config.server.max_concurrent_requests,
@@ -55,18 +78,6 @@ pub(super) fn state(
         state = state.with_event_log(super::webhooks::event_log(webhooks));
     }
     Ok((Arc::new(state), options))
-}
-
-/// The in-process store (until the `[state]` section chooses one): the
-/// tenants' budgets per replica.
-pub(super) async fn default_store(config: &Config) -> Result<StateStore, ConfigError> {
-    StateStore::open(&StateConfig::default(), config.replay.max_bytes)
-        .await
-        .map_err(|e| ConfigError {
-            file: config.source.clone(),
-            key: e.key,
-            problem: e.problem,
-        })
 }
 
 /// Tenants (keys read now) and caller policy of `config`: what a reload
@@ -161,6 +172,7 @@ pub fn sandbox_config(base_url: &str) -> Config {
         upstream: UpstreamConfig::at(base_url),
         replay: ReplayConfig::default(),
         auth: AuthConfig::None,
+        state: crate::state::StateConfig::default(),
         tenants,
         webhooks: None,
         audit: crate::audit::AuditConfig::default(),

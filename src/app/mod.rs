@@ -121,11 +121,14 @@ pub struct Running {
 pub async fn start(mut config: Config, options: StartOptions) -> Result<Running, StartError> {
     options.overrides.apply(&mut config);
     config.validate()?;
+    let metrics = Metrics::new();
+    // A store handed in by the caller (tests sharing one between replicas),
+    // else the one `[state]` names.
     let store = match options.state_store.clone() {
         Some(store) => store,
-        None => build::default_store(&config).await?,
+        None => build::store(&config, &metrics).await?,
     };
-    let (state, serve_options) = build::state(&config, Metrics::new(), options.drain_delay, store)?;
+    let (state, serve_options) = build::state(&config, store, metrics, options.drain_delay)?;
     let grpc_listener = bind("gRPC", config.server.listen).await?;
     let admin_listener = bind("admin", config.server.admin_listen).await?;
     let grpc_addr = local_addr("gRPC", &grpc_listener, config.server.listen)?;

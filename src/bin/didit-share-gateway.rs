@@ -169,6 +169,7 @@ mod sandbox_mode {
     use std::process::ExitCode;
 
     use didit_sandbox::{Dialect, RateLimit, Sandbox, SandboxConfig, demo_applications};
+    use didit_share_gateway::state::{Backend, StateConfig};
     use didit_share_gateway::{app, config::Config};
     use tokio::net::TcpListener;
 
@@ -200,15 +201,76 @@ mod sandbox_mode {
             default_value = "127.0.0.1:8788"
         )]
         webhooks_listen: SocketAddr,
+        /// Where --sandbox mode keeps replay records, leases and budgets:
+        /// `memory` (this process) or `redis` (needs --redis-url; run several
+        /// gateways on one Redis). With redis a random encryption key is
+        /// generated at start for this demo: records sealed by an earlier
+        /// run cannot be read (they are treated as misses).
+        #[arg(long = "state", env = "DSG_SANDBOX_STATE", value_enum, default_value_t = StateChoice::Memory)]
+        state: StateChoice,
+        /// The Redis URL for `--state redis` (`redis://host:6379/0`; a
+        /// password in it is kept in a private temporary file, never logged).
+        #[arg(long, env = "DSG_SANDBOX_REDIS_URL", value_name = "URL")]
+        redis_url: Option<String>,
     }
 
-    /// The running sandbox.
-    pub struct Running(Sandbox);
+    /// `--state`.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+    pub enum StateChoice {
+        /// In this process only.
+        Memory,
+        /// In Redis, shared by every gateway using it.
+        Redis,
+    }
+
+    /// The running sandbox, and the temporary secrets of `--state redis`.
+    pub struct Running(Sandbox, Option<std::path::PathBuf>);
+
+    /// `[state]` for `--state redis --redis-url URL`: the URL and a random
+    /// encryption key written to a private temporary directory.
+    fn redis_state(url: &str) -> std::io::Result<(StateConfig, std::path::PathBuf)> {
+        use base64::Engine as _;
+        use std::io::Write as _;
+        let dir =
+            std::env::temp_dir().join(format!("dsg-sandbox-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir(&dir)?;
+        let write = |name: &str, content: &str| -> std::io::Result<std::path::PathBuf> {
+            let path = dir.join(name);
+            let mut options = std::fs::OpenOptions::new();
+            options.write(true).create_new(true);
+            #[cfg(unix)]
+            std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+            options.open(&path)?.write_all(content.as_bytes())?;
+            Ok(path)
+        };
+        let mut key = [0u8; 32];
+        rand::Rng::fill(&mut rand::rng(), &mut key[..]);
+        let key = base64::engine::general_purpose::STANDARD.encode(key);
+        let state = StateConfig {
+            backend: Backend::Redis,
+            redis_url_file: Some(write("redis-url", url)?),
+            encryption_key_file: Some(write("state-key", &key)?),
+            ..StateConfig::default()
+        };
+        Ok((state, dir))
+    }
 
     /// Starts the sandbox on `--sandbox-listen`; the gateway's config has
     /// one tenant per demo application.
     pub async fn start(cli: &Cli) -> Result<(Running, Config), ExitCode> {
         let options = &cli.sandbox_options;
+        let redis_url = match (options.state, &options.redis_url) {
+            (StateChoice::Memory, None) => None,
+            (StateChoice::Memory, Some(_)) => {
+                eprintln!("--redis-url needs --state redis");
+                return Err(ExitCode::from(super::EXIT_CONFIG));
+            }
+            (StateChoice::Redis, None) => {
+                eprintln!("--state redis needs --redis-url URL");
+                return Err(ExitCode::from(super::EXIT_CONFIG));
+            }
+            (StateChoice::Redis, Some(url)) => Some(url),
+        };
         let listener = TcpListener::bind(options.sandbox_listen)
             .await
             .map_err(|err| {
@@ -226,7 +288,17 @@ mod sandbox_mode {
             .map_err(|err| unavailable(&format!("cannot start the sandbox: {err}")))?;
         let mut config = app::sandbox_config(&started.base_url());
         app::sandbox_webhooks(&mut config, options.webhooks_listen);
-        Ok((Running(started), config))
+        let secrets = match redis_url {
+            None => None,
+            Some(url) => {
+                let (state, dir) = redis_state(url).map_err(|err| {
+                    unavailable(&format!("cannot write the demo's Redis secrets: {err}"))
+                })?;
+                config.state = state;
+                Some(dir)
+            }
+        };
+        Ok((Running(started, secrets), config))
     }
 
     impl Running {
@@ -265,9 +337,12 @@ mod sandbox_mode {
             println!("sandbox API: curl -s {base}/_sandbox/applications");
         }
 
-        /// Stops the sandbox.
+        /// Stops the sandbox and removes the demo's Redis secrets.
         pub async fn stop(self) {
             self.0.stop().await;
+            if let Some(dir) = self.1 {
+                let _ = std::fs::remove_dir_all(dir);
+            }
         }
     }
 }

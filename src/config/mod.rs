@@ -13,7 +13,7 @@
 //! - `upstream.rs`: [`UpstreamConfig`], `[upstream]`, taken by
 //!   [`crate::didit::DiditClient::new`].
 //! - `replay.rs`: [`ReplayConfig`], `[replay]`, taken by
-//!   [`crate::replay::ReplayStore::new`].
+//!   [`crate::state::StateStore::open`].
 //! - `auth.rs`: [`AuthConfig`], `[auth]`, turned into the caller policy and
 //!   the server's TLS.
 //! - `tenants.rs`: [`TenantConfig`], `[[tenants]]`, turned into
@@ -102,6 +102,9 @@ pub struct Config {
     pub replay: ReplayConfig,
     /// `[auth]`: how callers are identified.
     pub auth: AuthConfig,
+    /// `[state]`: where replay records, leases and budgets live (memory
+    /// by default; Redis shared by every replica).
+    pub state: crate::state::StateConfig,
     /// `[[tenants]]`: the tenants, ids unique.
     pub tenants: Vec<TenantConfig>,
     /// `[webhooks]`: the webhook port and the session event log; webhooks
@@ -121,6 +124,8 @@ struct FileConfig {
     #[serde(default)]
     replay: replay::ReplaySection,
     auth: Option<auth::AuthSection>,
+    #[serde(default)]
+    state: crate::state::StateConfig,
     #[serde(default)]
     tenants: Vec<tenants::TenantSection>,
     webhooks: Option<WebhooksConfig>,
@@ -192,6 +197,7 @@ impl Config {
             upstream: file.upstream.into_config()?,
             replay: file.replay.into_config()?,
             auth: auth.into_config()?,
+            state: file.state,
             tenants: tenants::from_sections(file.tenants)?,
             webhooks: file.webhooks,
             audit: file.audit,
@@ -206,6 +212,11 @@ impl Config {
             .and_then(|()| self.upstream.validate())
             .and_then(|()| self.replay.validate())
             .and_then(|()| self.auth.validate())
+            .and_then(|()| {
+                self.state
+                    .validate()
+                    .map_err(|e| FieldError::new(e.key, e.problem))
+            })
             .and_then(|()| tenants::validate(&self.tenants))
             .and_then(|()| match &self.webhooks {
                 Some(webhooks) => webhooks
@@ -250,6 +261,7 @@ impl Config {
             ("upstream", self.upstream != new.upstream),
             ("replay", self.replay != new.replay),
             ("webhooks", self.webhooks != new.webhooks),
+            ("state", self.state != new.state),
             (
                 "auth (mtls files or a switch to or from mtls)",
                 auth_fixed && self.auth != new.auth,

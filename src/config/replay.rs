@@ -12,7 +12,7 @@ const MAX_WINDOW: Duration = Duration::from_secs(86_400);
 /// Smallest store allowed (one large session must fit).
 const MIN_BYTES: u64 = 64 * 1024;
 
-/// The `[replay]` section, as [`crate::replay::ReplayStore::new`] takes it.
+/// The `[replay]` section, as [`crate::state::StateStore::open`] takes it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ReplayConfig {
     /// How long a result stays replayable.

@@ -113,6 +113,13 @@ impl CheckReport {
                 "window_ms": millis(replay.window),
                 "max_bytes": replay.max_bytes,
             },
+            "state": {
+                "backend": match config.state.backend {
+                    crate::state::Backend::Memory => "memory",
+                    crate::state::Backend::Redis => "redis",
+                },
+                "key_prefix": config.state.key_prefix,
+            },
             "auth": auth,
             "tenants": tenants,
         })

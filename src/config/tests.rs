@@ -283,3 +283,38 @@ fn webhook_secrets_and_the_webhooks_section() {
         ["webhooks"]
     );
 }
+
+#[test]
+fn the_state_section_defaults_to_memory_and_is_checked_at_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = minimal(dir.path());
+    let config = parse(&base).unwrap();
+    assert_eq!(config.state, crate::state::StateConfig::default());
+    assert_eq!(config.state.backend, crate::state::Backend::Memory);
+
+    let err = parse(&format!(
+        "{base}[state]\nbackend = \"redis\"\nredis_url = \"redis://127.0.0.1:6379/\"\n"
+    ))
+    .unwrap_err();
+    assert_eq!(err.key, "state.encryption_key_file", "{err}");
+    let err = parse(&format!(
+        "{base}[state]\nbackend = \"memory\"\nkey_prefix = \"x\"\nredis_url = \"redis://h/\"\n"
+    ))
+    .unwrap_err();
+    assert!(err.key.starts_with("state."), "{err}");
+    let err = parse(&format!(
+        "{base}[state]\nbackend = \"redis\"\nredis_url = \"redis://:hunter2@h/\"\n"
+    ))
+    .unwrap_err();
+    assert!(!err.to_string().contains("hunter2"), "{err}");
+
+    let key = dir.path().join("state-key");
+    std::fs::write(&key, "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=").unwrap();
+    let redis = parse(&format!(
+        "{base}[state]\nbackend = \"redis\"\nredis_url = \"redis://127.0.0.1:6379/\"\nencryption_key_file = \"{}\"\n",
+        key.display()
+    ))
+    .unwrap();
+    assert_eq!(redis.state.backend, crate::state::Backend::Redis);
+    assert_eq!(config.needs_restart(&redis), ["state"]);
+}

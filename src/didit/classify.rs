@@ -339,6 +339,35 @@ mod tests {
     }
 
     #[test]
+    fn read_errors() {
+        use Rejection::*;
+        assert_rejections(
+            Endpoint::Decision,
+            &[
+                (404, r#"{"detail":"Not found."}"#, SessionNotFound),
+                (
+                    401,
+                    r#"{"detail":"Authentication credentials were not provided."}"#,
+                    CredentialsRejected,
+                ),
+                (403, "", CredentialsRejected),
+            ],
+        );
+        assert_rejections(
+            Endpoint::List,
+            &[
+                (
+                    400,
+                    r#"{"date_from":["Enter a valid date."]}"#,
+                    InvalidRequest,
+                ),
+                (403, "", CredentialsRejected),
+                (404, "", Other),
+            ],
+        );
+    }
+
+    #[test]
     fn rate_limits_and_outages_are_not_rejections() {
         let err = classify(
             Endpoint::Share,

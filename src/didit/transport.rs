@@ -302,6 +302,11 @@ impl DiditClient {
         })
     }
 
+    /// The per-attempt upstream timeout.
+    pub fn upstream_timeout(&self) -> Duration {
+        self.config.timeout
+    }
+
     /// The pool, settings and metrics, for the read endpoints (`read.rs`).
     pub(super) fn parts(&self) -> (&reqwest::Client, &UpstreamConfig, &Metrics) {
         (&self.http, &self.config, &self.metrics)

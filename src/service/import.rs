@@ -174,6 +174,7 @@ impl TryFrom<&ImportOutcome> for ImportSharedSessionResponse {
             GatewayError::Internal(format!("stored import is not a JSON object: {e}"))
         })?;
         response.replayed = outcome.replayed;
+        response.recovered = outcome.replayed && outcome.stored.recovered;
         Ok(response)
     }
 }
@@ -284,6 +285,7 @@ mod tests {
                     session_kind: SessionKind::User,
                     status_raw: "In Review".into(),
                 },
+                recovered: false,
             }),
             replayed,
         }

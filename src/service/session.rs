@@ -194,6 +194,7 @@ impl TryFrom<&Decision> for GetSessionResponse {
             questionnaires,
             raw_json,
             replayed: _,
+            recovered: _,
         } = session_answer(&decision.session).map_err(not_json)?;
         Ok(GetSessionResponse {
             session_id,

@@ -68,13 +68,28 @@ impl<V> Expiry<ImportId, Timed<V>> for OwnTtl {
     }
 }
 
-fn cache<V: Clone + Send + Sync + 'static>(max_bytes: u64) -> Cache<ImportId, Timed<V>> {
-    Cache::builder()
+/// Called once per record evicted for size (not for expiry).
+pub type OnEviction = Arc<dyn Fn() + Send + Sync>;
+
+fn cache<V: Clone + Send + Sync + 'static>(
+    max_bytes: u64,
+    on_eviction: Option<OnEviction>,
+) -> Cache<ImportId, Timed<V>> {
+    let builder = Cache::builder()
         .eviction_policy(EvictionPolicy::lru())
         .max_capacity(max_bytes)
         .weigher(|_, v: &Timed<V>| v.weight)
-        .expire_after(OwnTtl)
-        .build()
+        .expire_after(OwnTtl);
+    match on_eviction {
+        Some(on_eviction) => builder
+            .eviction_listener(move |_, _, cause| {
+                if cause == moka::notification::RemovalCause::Size {
+                    on_eviction();
+                }
+            })
+            .build(),
+        None => builder.build(),
+    }
 }
 
 /// A held lease.
@@ -103,10 +118,16 @@ impl MemoryStore {
     /// An empty store keeping at most about `max_bytes` of records (and as
     /// much of in-doubt marks).
     pub fn new(max_bytes: u64) -> Self {
+        Self::observed(max_bytes, None)
+    }
+
+    /// [`MemoryStore::new`], calling `on_eviction` for every record
+    /// evicted to keep within `max_bytes`.
+    pub fn observed(max_bytes: u64, on_eviction: Option<OnEviction>) -> Self {
         Self {
             inner: Arc::new(Inner {
-                records: cache(max_bytes),
-                in_doubt: cache(max_bytes),
+                records: cache(max_bytes, on_eviction),
+                in_doubt: cache(max_bytes, None),
                 leases: Mutex::default(),
                 waiters: Waiters::default(),
                 names: Keys::new("memory"),
@@ -114,6 +135,16 @@ impl MemoryStore {
                 health: HealthSignal::new(Health::Available),
             }),
         }
+    }
+
+    /// Records held now and their weight in bytes (after pending
+    /// maintenance).
+    pub async fn record_usage(&self) -> (u64, u64) {
+        self.inner.records.run_pending_tasks().await;
+        (
+            self.inner.records.entry_count(),
+            self.inner.records.weighted_size(),
+        )
     }
 
     fn leases(&self) -> MutexGuard<'_, HashMap<ImportId, Held>> {

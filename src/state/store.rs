@@ -40,8 +40,21 @@ impl StateStore {
         config: &StateConfig,
         memory_max_bytes: u64,
     ) -> Result<Self, StateConfigError> {
+        Self::open_observed(config, memory_max_bytes, None).await
+    }
+
+    /// [`StateStore::open`], with `on_eviction` called for every memory
+    /// record evicted for size (the replay evictions metric).
+    pub async fn open_observed(
+        config: &StateConfig,
+        memory_max_bytes: u64,
+        on_eviction: Option<super::memory::OnEviction>,
+    ) -> Result<Self, StateConfigError> {
         match config.resolve()? {
-            ResolvedState::Memory => Ok(Self::Memory(MemoryStore::new(memory_max_bytes))),
+            ResolvedState::Memory => Ok(Self::Memory(MemoryStore::observed(
+                memory_max_bytes,
+                on_eviction,
+            ))),
             ResolvedState::Redis(settings) => RedisStore::connect(&settings)
                 .await
                 .map(Self::Redis)
@@ -49,6 +62,22 @@ impl StateStore {
                     key: "state.redis_url".into(),
                     problem: e.to_string(),
                 }),
+        }
+    }
+
+    /// Memory records held and their bytes; `None` for Redis (ask Redis).
+    pub async fn memory_usage(&self) -> Option<(u64, u64)> {
+        match self {
+            Self::Memory(store) => Some(store.record_usage().await),
+            Self::Redis(_) => None,
+        }
+    }
+
+    /// Which backend this is (`memory` or `redis`), for logs.
+    pub fn backend(&self) -> &'static str {
+        match self {
+            Self::Memory(_) => "memory",
+            Self::Redis(_) => "redis",
         }
     }
 

@@ -190,7 +190,10 @@ async fn the_configured_upstream_timeout_caps_each_attempt() {
         )
         .await
         .unwrap_err();
-    assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
+    // An import that timed out after it was sent may have been made: its
+    // answer is lost, and the retry will find it (docs/shared-state.md).
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    assert_eq!(reason(&status), "UPSTREAM_UNAVAILABLE");
     assert!(started.elapsed() < Duration::from_millis(2500));
     assert_eq!(
         env.stats().import_calls,

@@ -476,7 +476,11 @@ impl<'a> MakeWriter<'a> for Captured {
 fn capture() -> (Captured, tracing::subscriber::DefaultGuard) {
     let captured = Captured::default();
     let subscriber = telemetry::subscriber(true, false, EnvFilter::new("info"), captured.clone());
-    (captured, tracing::subscriber::set_default(subscriber))
+    let guard = tracing::subscriber::set_default(subscriber);
+    // Other tests of this binary run on threads without a subscriber; make
+    // sure no callsite keeps an interest computed without this one.
+    tracing::callsite::rebuild_interest_cache();
+    (captured, guard)
 }
 
 #[tokio::test]
@@ -566,7 +570,12 @@ async fn audit_events_name_the_partner_and_the_agreement() {
             .into_iter()
             .filter(|l| l["target"] == "audit" && l["request_id"] == id)
             .collect();
-        assert_eq!(events.len(), 1, "{id}: {events:?}");
+        let all: Vec<String> = captured
+            .lines()
+            .into_iter()
+            .map(|l| format!("{}/{}/{}", l["target"], l["request_id"], l["fields"]["message"]))
+            .collect();
+        assert_eq!(events.len(), 1, "{id}: {events:?}; captured: {all:?}");
         events[0].clone()
     };
     let share = event("policy-share");

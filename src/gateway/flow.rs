@@ -1,0 +1,226 @@
+//! One import run across replicas: take the shared lease of the import (or
+//! wait for whoever holds it), mark the import in doubt, call Didit, store
+//! the replay record. When Didit's answer is lost the mark stays, and a
+//! later run that Didit answers "already imported" finds the session
+//! through Didit ([`super::recover`]).
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use tokio::time::Instant;
+
+use super::{Core, ImportOutcome, recover};
+use crate::didit::{CallContext, DiditError, Rejection};
+use crate::error::GatewayError;
+use crate::replay::StoredImport;
+use crate::session::{ImportParams, ImportRequest};
+use crate::state::{ImportId, InDoubt, LeaseKeeper, LeaseOwner, StateError, WaitOutcome};
+use crate::tenant::ApiKey;
+
+/// How long a lease lives without an extension: a leader that dies holds
+/// up its import's retries at most this long.
+pub(super) const LEASE_TTL: Duration = Duration::from_secs(5);
+
+/// Runs the import `id` of `request` to an outcome: as the leader, or by
+/// waiting for the leader on this or another replica.
+pub(super) async fn run(
+    core: Arc<Core>,
+    id: ImportId,
+    key: Arc<ApiKey>,
+    request: ImportRequest,
+    ctx: CallContext,
+) -> Result<ImportOutcome, GatewayError> {
+    let owner = LeaseOwner::random();
+    let wait_until = Instant::now() + core.wait_cap;
+    loop {
+        if core.store.try_lease(&id, &owner, LEASE_TTL).await? {
+            let keeper = LeaseKeeper::start(core.store.clone(), id.clone(), owner, LEASE_TTL);
+            let result = lead(&core, &id, &key, &request, &ctx).await;
+            if let Err(err) = keeper.release().await {
+                // The lease expires by itself within its TTL.
+                tracing::warn!(error = %err, "could not release an import lease");
+            }
+            return result;
+        }
+        if Instant::now() >= wait_until {
+            return Err(GatewayError::DeadlineExceeded);
+        }
+        match core.store.wait_for_record(&id, wait_until).await? {
+            WaitOutcome::Record(bytes) => match decode(&bytes) {
+                Some(stored) => return Ok(replayed(stored)),
+                None => return Err(GatewayError::Internal("unreadable replay record".into())),
+            },
+            // The leader failed or died: try to lead.
+            WaitOutcome::LeaseGone => continue,
+            WaitOutcome::TimedOut => return Err(GatewayError::DeadlineExceeded),
+        }
+    }
+}
+
+/// The leader's part, holding the lease.
+async fn lead(
+    core: &Core,
+    id: &ImportId,
+    key: &ApiKey,
+    request: &ImportRequest,
+    ctx: &CallContext,
+) -> Result<ImportOutcome, GatewayError> {
+    // Another replica may have stored it between the caller's lookup and the lease.
+    if let Some(stored) = read_record(core, id).await? {
+        return Ok(replayed(stored));
+    }
+    let previous = match core.store.in_doubt(id).await {
+        Ok(mark) => mark,
+        Err(StateError::Corrupt(cause)) => {
+            tracing::warn!(%cause, "an unreadable in-doubt mark is ignored");
+            None
+        }
+        Err(err) => return Err(err.into()),
+    };
+    if previous.is_none() {
+        let mark = InDoubt {
+            source_session_id: crate::share_token::read_claims(request.share_token.expose())
+                .map(|claims| claims.session_id.to_string())
+                .unwrap_or_default(),
+            workflow_id: request.params.workflow_id.clone(),
+            vendor_data: request.params.vendor_data.clone(),
+            sent_at: SystemTime::now(),
+        };
+        core.store.mark_in_doubt(id, &mark, core.window).await?;
+    }
+    // Nothing was sent before this line: every state failure above left Didit untouched.
+    match core.client.import(key, request, ctx).await {
+        Ok(session) => {
+            let stored = Arc::new(StoredImport {
+                params: request.params.clone(),
+                session,
+                recovered: false,
+            });
+            store(core, id, &stored).await;
+            Ok(ImportOutcome {
+                stored,
+                replayed: false,
+            })
+        }
+        Err(
+            err @ DiditError::Rejected {
+                rejection: Rejection::AlreadyImported,
+                ..
+            },
+        ) => {
+            if let Some(stored) = read_record(core, id).await? {
+                return Ok(replayed(stored));
+            }
+            let Some(mark) = previous else {
+                // Imported before this import was ever sent: not ours to recover.
+                let _ = core.store.clear_in_doubt(id).await;
+                return Err(err.into());
+            };
+            recover_lost(core, id, key, request, ctx, mark).await
+        }
+        Err(
+            err @ (DiditError::Rejected { .. }
+            | DiditError::RateLimited { .. }
+            | DiditError::BudgetExhausted { .. }
+            | DiditError::StateUnavailable { .. }),
+        ) => {
+            // Definitely not imported by this send (the budget refuses
+            // before anything is sent).
+            if previous.is_none() {
+                let _ = core.store.clear_in_doubt(id).await;
+            }
+            Err(err.into())
+        }
+        Err(
+            err @ (DiditError::Unavailable { .. }
+            | DiditError::Timeout
+            | DiditError::Protocol { .. }),
+        ) => {
+            // The answer may be lost: the mark stays for the retry.
+            tracing::warn!(error = %err, "the answer to an import may be lost; a retry will look the session up");
+            Err(GatewayError::Upstream(DiditError::Unavailable {
+                cause: format!("the answer to the import was lost ({err}); retry the same import"),
+                reply: None,
+            }))
+        }
+    }
+}
+
+/// Finds the session of an earlier lost import described by `mark`.
+async fn recover_lost(
+    core: &Core,
+    id: &ImportId,
+    key: &ApiKey,
+    request: &ImportRequest,
+    ctx: &CallContext,
+    mark: InDoubt,
+) -> Result<ImportOutcome, GatewayError> {
+    let found = recover::find_imported(&core.client, key, &mark, ctx).await?;
+    let Some(session) = found else {
+        return Err(GatewayError::AlreadyImported { session_id: None });
+    };
+    core.metrics.import_recoveries.inc();
+    let stored = Arc::new(StoredImport {
+        // What the lost import sent; the mark does not keep trust_review.
+        params: ImportParams {
+            workflow_id: mark.workflow_id,
+            vendor_data: mark.vendor_data,
+            trust_review: request.params.trust_review,
+        },
+        session,
+        recovered: true,
+    });
+    store(core, id, &stored).await;
+    Ok(replayed(stored))
+}
+
+/// Stores a record; a failure only costs the replay (the caller still
+/// gets its session, and the in-doubt mark lets a retry recover it).
+async fn store(core: &Core, id: &ImportId, stored: &StoredImport) {
+    match core
+        .store
+        .put_record(id, &stored.encode(), core.window)
+        .await
+    {
+        Ok(()) => {
+            core.metrics.replay_stored.inc();
+        }
+        Err(err) => {
+            tracing::warn!(error = %err, "an import result could not be stored for replay");
+        }
+    }
+}
+
+/// The stored record of `id`; an unreadable one is logged and treated as
+/// absent, an unreachable store is an error.
+pub(super) async fn read_record(
+    core: &Core,
+    id: &ImportId,
+) -> Result<Option<Arc<StoredImport>>, GatewayError> {
+    match core.store.get_record(id).await {
+        Ok(Some(bytes)) => Ok(decode(&bytes)),
+        Ok(None) => Ok(None),
+        Err(StateError::Corrupt(cause)) => {
+            tracing::warn!(%cause, "an unreadable replay record is ignored");
+            Ok(None)
+        }
+        Err(err) => Err(err.into()),
+    }
+}
+
+fn decode(bytes: &bytes::Bytes) -> Option<Arc<StoredImport>> {
+    match StoredImport::decode(bytes) {
+        Ok(stored) => Some(Arc::new(stored)),
+        Err(err) => {
+            tracing::warn!(error = %err, "an undecodable replay record is ignored");
+            None
+        }
+    }
+}
+
+pub(super) fn replayed(stored: Arc<StoredImport>) -> ImportOutcome {
+    ImportOutcome {
+        stored,
+        replayed: true,
+    }
+}
