@@ -12,7 +12,9 @@
 //! 3. de-duplication of 1,000 and 10,000 concurrent identical imports;
 //! 4. memory and 5. CPU per miss-path import, with the gateway alone in a
 //!    child process (this binary re-run) so the numbers are its own;
-//! 6. an `h2load` cross-check of the replay path, when h2load is installed.
+//! 6. an `h2load` cross-check of the replay path, when h2load is installed;
+//! 7. session events: webhook-to-subscriber latency at 1,000 events/s with
+//!    100 subscribers, and memory per idle subscriber.
 //!
 //! `DSG_BENCH_SMOKE=1` runs the same code paths with tiny counts in seconds
 //! (CI). Nothing here asserts on time. Progress goes to stderr, the table
@@ -20,6 +22,8 @@
 
 #[path = "gateway/child.rs"]
 mod child;
+#[path = "gateway/events.rs"]
+mod events;
 #[path = "gateway/harness.rs"]
 mod harness;
 #[path = "gateway/measure.rs"]
@@ -177,6 +181,17 @@ async fn run(plan: Plan) -> String {
     memory_and_cpu(&mut out, &plan, &env).await;
     eprintln!("[6/6] h2load cross-check");
     h2load(&mut out, &plan, &env, own_64).await;
+    eprintln!("[7] session events");
+    let events_plan = events::EventsPlan {
+        subscribers: if plan.smoke { 10 } else { 100 },
+        per_second: 1_000,
+        duration: if plan.smoke {
+            Duration::from_millis(300)
+        } else {
+            Duration::from_secs(5)
+        },
+    };
+    events::events(&mut out, &events_plan).await;
 
     let Env {
         sandbox,

@@ -86,6 +86,24 @@ pub enum GatewayError {
     /// A bug or a lost task; logged where it happens.
     #[error("internal error: {0}")]
     Internal(String),
+    /// `WatchSessionEvents`: events after the cursor are no longer held.
+    #[error(
+        "events after after_event_id are no longer retained; call GetSession, then watch with an empty cursor"
+    )]
+    EventCursorExpired,
+    /// `WatchSessionEvents`: the stream fell too far behind and was cut off.
+    #[error("the stream fell too far behind; watch again with the last event_id received")]
+    SlowSubscriber,
+    /// The session event log (Redis) could not be reached; says which
+    /// operation failed, never an event's content.
+    #[error("the session event store is unavailable: {0}")]
+    EventLogUnavailable(String),
+    /// `WatchSessionEvents` on a gateway without a `[webhooks]` section.
+    #[error("this gateway receives no webhooks (no [webhooks] section)")]
+    WebhooksNotConfigured,
+    /// The gateway is draining: a watch stream ends, a new one is refused.
+    #[error("server is shutting down, reconnect with after_event_id")]
+    ShuttingDown,
 }
 
 impl GatewayError {
@@ -102,6 +120,11 @@ impl GatewayError {
             Self::StateUnavailable(_) => (Code::Unavailable, "STATE_UNAVAILABLE"),
             Self::DeadlineExceeded => (Code::DeadlineExceeded, "DEADLINE_EXCEEDED"),
             Self::Internal(_) => (Code::Internal, "INTERNAL"),
+            Self::EventCursorExpired => (Code::OutOfRange, "EVENT_CURSOR_EXPIRED"),
+            Self::SlowSubscriber => (Code::ResourceExhausted, "SLOW_SUBSCRIBER"),
+            Self::EventLogUnavailable(_) => (Code::Unavailable, "STATE_UNAVAILABLE"),
+            Self::WebhooksNotConfigured => (Code::FailedPrecondition, "WEBHOOKS_NOT_CONFIGURED"),
+            Self::ShuttingDown => (Code::Unavailable, "SHUTTING_DOWN"),
             Self::PolicyRefused(refusal) => match refusal {
                 Refusal::PartnerNotListed
                 | Refusal::ShareNotAgreed
@@ -161,6 +184,7 @@ impl GatewayError {
                 Some(retry_after.unwrap_or(Duration::from_secs(1)))
             }
             Self::Upstream(DiditError::Unavailable { .. }) => Some(Duration::from_millis(500)),
+            Self::EventLogUnavailable(_) => Some(Duration::from_secs(1)),
             Self::Upstream(DiditError::BudgetExhausted { retry_after }) => Some(*retry_after),
             Self::Upstream(DiditError::StateUnavailable { .. }) => Some(Duration::from_secs(1)),
             Self::StateUnavailable(_) => Some(Duration::from_secs(1)),
@@ -280,6 +304,11 @@ mod tests {
             GatewayError::DeadlineExceeded,
             GatewayError::StateUnavailable("x".into()),
             GatewayError::Internal("x".into()),
+            GatewayError::EventCursorExpired,
+            GatewayError::SlowSubscriber,
+            GatewayError::EventLogUnavailable("x".into()),
+            GatewayError::WebhooksNotConfigured,
+            GatewayError::ShuttingDown,
             Refusal::PartnerNotListed.into(),
             Refusal::ShareNotAgreed.into(),
             Refusal::ImportNotAgreed.into(),

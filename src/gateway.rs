@@ -187,6 +187,12 @@ impl Gateway {
     pub fn tasks(&self) -> &TaskTracker {
         &self.tasks
     }
+
+    /// The Didit client, for the reads (GetSession), which need neither
+    /// replay nor coalescing.
+    pub fn client(&self) -> &DiditClient {
+        &self.core.client
+    }
 }
 
 /// Awaits `task` until the caller's deadline.

@@ -24,8 +24,9 @@ use crate::audit_edge::RefusalAuditLayer;
 use crate::limits::Shed;
 use crate::message_limits::OversizedLayer;
 use crate::proto::import_service_server::ImportServiceServer;
+use crate::proto::session_service_server::SessionServiceServer;
 use crate::proto::share_service_server::ShareServiceServer;
-use crate::service::{AppState, ImportApi, ShareApi};
+use crate::service::{AppState, ImportApi, SessionApi, ShareApi};
 
 /// Largest request message accepted (requests are a token and a few ids).
 pub const MAX_REQUEST_BYTES: usize = 64 * 1024;
@@ -48,10 +49,11 @@ const MAX_PENDING_ACCEPT_RESET_STREAMS: usize = 4096;
 /// RUSTSEC-2024-0003).
 const MAX_LOCAL_ERROR_RESET_STREAMS: usize = 1024;
 
-/// The gRPC names of the two services, as health reports them.
-pub const SERVICE_NAMES: [&str; 2] = [
+/// The gRPC names of the services, as health reports them.
+pub const SERVICE_NAMES: [&str; 3] = [
     "didit.share.v1.ShareService",
     "didit.share.v1.ImportService",
+    "didit.share.v1.SessionService",
 ];
 
 /// How the server behaves under load and on shutdown.
@@ -122,6 +124,7 @@ pub async fn serve(
     let mut drain_reporter = reporter.clone();
     let drain_ready = Arc::clone(&ready);
     let drain_delay = options.drain_delay;
+    let drain_state = Arc::clone(&state);
     let began_at = Arc::new(std::sync::OnceLock::new());
     let signal_began_at = Arc::clone(&began_at);
     let signal = async move {
@@ -138,6 +141,9 @@ pub async fn serve(
         // open per connection) would otherwise hold the drain until the
         // grace period ends: they have seen NOT_SERVING; now end them.
         clear_health(&mut drain_reporter).await;
+        // Likewise the WatchSessionEvents streams: they end with
+        // UNAVAILABLE SHUTTING_DOWN, and their clients resume elsewhere.
+        drain_state.end_streams();
         accepting.close();
         let _ = drain_started.send(began);
     };
@@ -178,6 +184,11 @@ pub async fn serve(
         )
         .add_service(
             ImportServiceServer::new(ImportApi::new(Arc::clone(&state)))
+                .max_decoding_message_size(MAX_REQUEST_BYTES)
+                .max_encoding_message_size(MAX_RESPONSE_BYTES),
+        )
+        .add_service(
+            SessionServiceServer::new(SessionApi::new(Arc::clone(&state)))
                 .max_decoding_message_size(MAX_REQUEST_BYTES)
                 .max_encoding_message_size(MAX_RESPONSE_BYTES),
         )

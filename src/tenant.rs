@@ -10,6 +10,7 @@ use uuid::Uuid;
 
 use crate::error::GatewayError;
 use crate::policy::PartnerPolicy;
+use crate::webhooks::WebhookSecret;
 
 /// The metadata key callers name their tenant in.
 pub const TENANT_HEADER: &str = "x-tenant-id";
@@ -77,6 +78,8 @@ pub struct Tenant {
     key_file: Option<std::path::PathBuf>,
     /// Whether the last reload of the key file failed (to log changes once).
     pub(crate) key_reload_failing: std::sync::atomic::AtomicBool,
+    /// The secret its Didit webhooks are signed with, if it receives any.
+    webhook_secret: Option<Arc<WebhookSecret>>,
 }
 
 impl Tenant {
@@ -98,7 +101,19 @@ impl Tenant {
             rate_limit_burst: Self::default_burst(rate_limit_per_minute),
             key_file: None,
             key_reload_failing: std::sync::atomic::AtomicBool::new(false),
+            webhook_secret: None,
         }
+    }
+
+    /// Gives the tenant the secret its webhooks are verified with.
+    pub fn with_webhook_secret(mut self, secret: WebhookSecret) -> Self {
+        self.webhook_secret = Some(Arc::new(secret));
+        self
+    }
+
+    /// The secret its webhooks are verified with, if any.
+    pub fn webhook_secret(&self) -> Option<Arc<WebhookSecret>> {
+        self.webhook_secret.clone()
     }
 
     /// Puts the tenant under `policy` (the default is [`PartnerPolicy::Open`]).

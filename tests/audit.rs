@@ -14,7 +14,10 @@ use std::time::Duration;
 use common::{TestEnv, demo, eventually, reason, with_tenant};
 use didit_sandbox::SandboxConfig;
 use didit_share_gateway::audit::sha256_prefix;
-use didit_share_gateway::proto::{ImportSharedSessionRequest, ShareSessionRequest};
+use didit_share_gateway::proto::session_service_client::SessionServiceClient;
+use didit_share_gateway::proto::{
+    GetSessionRequest, ImportSharedSessionRequest, ShareSessionRequest, WatchSessionEventsRequest,
+};
 use didit_share_gateway::telemetry;
 use serde_json::{Value, json};
 use tonic::Code;
@@ -435,4 +438,48 @@ async fn every_call_writes_one_complete_audit_event_and_no_secret() {
         "the call is still in the operational log"
     );
     env.stop().await;
+
+    // SessionService: GetSession audits the session it read; a watch
+    // stream is audited once, when it ends (here: by the drain).
+    let mut env = TestEnv::start_with(SandboxConfig::default(), |config| {
+        didit_share_gateway::app::sandbox_webhooks(config, "127.0.0.1:0".parse().unwrap());
+    })
+    .await;
+    let mut sessions = SessionServiceClient::new(env.channel.clone());
+    let session = env.create_session("service-x", "user", "Approved").await;
+    let read = GetSessionRequest {
+        session_id: session.clone(),
+    };
+    sessions
+        .get_session(request("service-x", "a-get", read))
+        .await
+        .unwrap();
+    let event = captured.one("a-get");
+    assert_eq!(
+        (event["rpc"].as_str(), event["code"].as_str()),
+        (Some("GetSession"), Some("OK"))
+    );
+    assert_eq!(event["session_id"], session.as_str());
+    let watch = WatchSessionEventsRequest::default();
+    let mut stream = sessions
+        .watch_session_events(request("service-x", "a-watch", watch))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(captured.audit("a-watch").is_empty(), "not before it ends");
+    let drained = env.begin_shutdown();
+    let status = stream.message().await.unwrap_err();
+    assert_eq!(reason(&status), "SHUTTING_DOWN");
+    eventually(Duration::from_secs(10), "the watch's audit event", || {
+        let found = !captured.audit("a-watch").is_empty();
+        async move { found }
+    })
+    .await;
+    let event = captured.one("a-watch");
+    assert_eq!(event["rpc"], "WatchSessionEvents");
+    assert_eq!(
+        (event["code"].as_str(), event["reason"].as_str()),
+        (Some("UNAVAILABLE"), Some("SHUTTING_DOWN"))
+    );
+    drained.await.unwrap().unwrap();
 }

@@ -76,7 +76,11 @@ pub(super) fn state(
         let _ = metrics.budget_waits.get_or_create(&labels);
         let _ = metrics.budget_wait_seconds.get_or_create(&labels);
     }
-    Ok((Arc::new(AppState::new(gateway, metrics, settings)), options))
+    let mut state = AppState::new(gateway, metrics, settings);
+    if let Some(webhooks) = &config.webhooks {
+        state = state.with_event_log(super::webhooks::event_log(webhooks));
+    }
+    Ok((Arc::new(state), options))
 }
 
 /// Tenants (keys read now) and caller policy of `config`: what a reload
@@ -156,6 +160,7 @@ pub fn sandbox_config(base_url: &str) -> Config {
             key_source: KeySource::Inline(ApiKey::new(app.api_key.clone())),
             allowed_callers: vec!["*".into()],
             rate_limit_per_minute: TenantConfig::DEFAULT_RATE_LIMIT_PER_MINUTE,
+            webhook_secret: None,
             partners: match app.name.as_str() {
                 "service-x" => Some(sister("service-y").into_iter().collect()),
                 "service-y" => Some(sister("service-x").into_iter().collect()),
@@ -172,6 +177,64 @@ pub fn sandbox_config(base_url: &str) -> Config {
         auth: AuthConfig::None,
         state: crate::state::StateConfig::default(),
         tenants,
+        webhooks: None,
         audit: crate::audit::AuditConfig::default(),
     }
+}
+
+/// `--sandbox` webhooks: `[webhooks]` on `listen`, and a random webhook
+/// secret for every tenant (the demo applications); once started,
+/// [`register_sandbox_webhooks`] makes the sandbox deliver to the gateway.
+#[cfg(feature = "sandbox")]
+pub fn sandbox_webhooks(config: &mut Config, listen: std::net::SocketAddr) {
+    use crate::webhooks::{WebhookSecret, WebhookSecretSource, WebhooksConfig};
+    config.webhooks = Some(WebhooksConfig {
+        listen,
+        ..WebhooksConfig::default()
+    });
+    for tenant in &mut config.tenants {
+        let secret: String = rand::random::<[u8; 32]>()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        tenant.webhook_secret = Some(WebhookSecretSource::Inline(WebhookSecret::new(secret)));
+    }
+}
+
+/// Registers the gateway's webhook port (`webhooks_addr`) as a destination
+/// of each tenant's application in `sandbox`, signed with the tenant's
+/// secret (tenants without an in-code secret are skipped). The error names
+/// the tenant, never the secret.
+#[cfg(feature = "sandbox")]
+pub fn register_sandbox_webhooks(
+    sandbox: &didit_sandbox::Sandbox,
+    config: &Config,
+    webhooks_addr: std::net::SocketAddr,
+) -> Result<(), String> {
+    use crate::webhooks::WebhookSecretSource;
+    let host = match webhooks_addr.ip() {
+        ip if ip.is_unspecified() => std::net::IpAddr::from([127, 0, 0, 1]),
+        ip => ip,
+    };
+    for tenant in &config.tenants {
+        let Some(WebhookSecretSource::Inline(secret)) = &tenant.webhook_secret else {
+            continue;
+        };
+        let secret = std::str::from_utf8(secret.hmac_key())
+            .map_err(|_| format!("tenant {}: the webhook secret is not UTF-8", tenant.id))?;
+        let url = format!(
+            "http://{}/webhooks/didit/{}",
+            std::net::SocketAddr::new(host, webhooks_addr.port()),
+            tenant.id
+        );
+        sandbox
+            .add_webhook_destination(tenant.application_id, &url, secret)
+            .map_err(|e| {
+                format!(
+                    "tenant {}: cannot add the webhook destination: {e:?}",
+                    tenant.id
+                )
+            })?;
+    }
+    Ok(())
 }

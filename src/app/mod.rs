@@ -6,6 +6,7 @@
 
 mod build;
 mod reload;
+mod webhooks;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -26,9 +27,10 @@ use crate::service::AppState;
 use crate::state::StateStore;
 
 #[cfg(feature = "sandbox")]
-pub use build::sandbox_config;
+pub use build::{register_sandbox_webhooks, sandbox_config, sandbox_webhooks};
 pub use reload::Reloaded;
 use reload::Reloader;
+use webhooks::WebhookServer;
 
 /// Why the gateway did not start.
 #[derive(Debug, thiserror::Error)]
@@ -42,7 +44,7 @@ pub enum StartError {
     /// A listener could not be bound (the binary exits 69).
     #[error("cannot bind {listener} on {addr}: {source}")]
     Bind {
-        /// `gRPC` or `admin`.
+        /// `gRPC`, `admin` or `webhooks`.
         listener: &'static str,
         /// The address asked for.
         addr: SocketAddr,
@@ -93,6 +95,8 @@ pub struct Running {
     pub grpc_addr: SocketAddr,
     /// The bound admin address (port 0 resolved).
     pub admin_addr: SocketAddr,
+    /// The bound webhook address, when `[webhooks]` is set.
+    pub webhooks_addr: Option<SocketAddr>,
     /// The state every call shares (tenants, metrics, the core).
     pub state: Arc<AppState>,
     /// The config in force, and how to replace it.
@@ -105,6 +109,8 @@ pub struct Running {
     stop_admin: oneshot::Sender<()>,
     /// The admin server.
     admin: JoinHandle<std::io::Result<()>>,
+    /// The webhook port, stopped with the admin port after the drain.
+    webhooks: Option<WebhookServer>,
     /// The key watcher and the SIGHUP reload, aborted when this goes.
     background: Background,
 }
@@ -127,9 +133,15 @@ pub async fn start(mut config: Config, options: StartOptions) -> Result<Running,
     let admin_listener = bind("admin", config.server.admin_listen).await?;
     let grpc_addr = local_addr("gRPC", &grpc_listener, config.server.listen)?;
     let admin_addr = local_addr("admin", &admin_listener, config.server.admin_listen)?;
+    let webhooks = match &config.webhooks {
+        Some(webhooks) => WebhookServer::start(webhooks, &state).await?,
+        None => None,
+    };
+    let webhooks_addr = webhooks.as_ref().map(|w| w.addr);
     tracing::info!(
         grpc = %grpc_addr,
         admin = %admin_addr,
+        webhooks = %webhooks_addr.map_or_else(|| "off".to_owned(), |a| a.to_string()),
         upstream = %config.upstream.base_url,
         tenants = config.tenants.len(),
         "didit-share-gateway listening"
@@ -174,12 +186,14 @@ pub async fn start(mut config: Config, options: StartOptions) -> Result<Running,
     Ok(Running {
         grpc_addr,
         admin_addr,
+        webhooks_addr,
         state,
         reloader,
         stop,
         grpc,
         stop_admin,
         admin,
+        webhooks,
         background: Background(background),
     })
 }
@@ -210,13 +224,14 @@ impl Running {
             grpc,
             stop_admin,
             admin,
+            webhooks,
             background,
             ..
         } = self;
         let _ = stop.send(());
         async move {
             let result = joined(grpc.await);
-            finish(stop_admin, admin, background, result).await
+            finish(stop_admin, admin, webhooks, background, result).await
         }
     }
 
@@ -230,19 +245,32 @@ impl Running {
         };
         match failed {
             None => self.shutdown().await,
-            Some(result) => finish(self.stop_admin, self.admin, self.background, result).await,
+            Some(result) => {
+                finish(
+                    self.stop_admin,
+                    self.admin,
+                    self.webhooks,
+                    self.background,
+                    result,
+                )
+                .await
+            }
         }
     }
 }
 
-/// Stops the admin port once the gRPC server is done.
+/// Stops the webhook and admin ports once the gRPC server is done.
 async fn finish(
     stop_admin: oneshot::Sender<()>,
     admin: JoinHandle<std::io::Result<()>>,
+    webhooks: Option<WebhookServer>,
     background: Background,
     result: Result<(), ServeError>,
 ) -> Result<(), ServeError> {
     drop(background);
+    if let Some(webhooks) = webhooks {
+        webhooks.stop().await;
+    }
     let _ = stop_admin.send(());
     match admin.await {
         Ok(Err(err)) => tracing::warn!(error = %err, "admin server failed"),

@@ -126,6 +126,10 @@ async fn run(cli: Cli) -> ExitCode {
         Err(err @ StartError::Bind { .. }) => return unavailable(&err.to_string()),
     };
     if let Some(sandbox) = &sandbox {
+        if let Err(code) = sandbox.register_webhooks(&running) {
+            let _ = running.shutdown().await;
+            return code;
+        }
         sandbox.print_banner(running.grpc_addr);
     }
     let result = running.run_until(shutdown_signal()).await;
@@ -199,6 +203,15 @@ mod sandbox_mode {
         /// Make the sandbox enforce Didit's 300 writes per minute per key.
         #[arg(long, env = "DSG_SANDBOX_RATE_LIMIT")]
         sandbox_rate_limit: bool,
+        /// Where the gateway receives the sandbox's webhooks in --sandbox mode
+        /// (it registers itself as the demo applications' destination).
+        #[arg(
+            long,
+            env = "DSG_WEBHOOKS_LISTEN",
+            value_name = "ADDR",
+            default_value = "127.0.0.1:8788"
+        )]
+        webhooks_listen: SocketAddr,
         /// Where --sandbox mode keeps replay records, leases and budgets:
         /// `memory` (this process) or `redis` (needs --redis-url; run several
         /// gateways on one Redis). With redis a random encryption key is
@@ -297,6 +310,7 @@ mod sandbox_mode {
         for tenant in &mut config.tenants {
             tenant.rate_limit_per_minute = options.rate_limit_per_minute;
         }
+        app::sandbox_webhooks(&mut config, options.webhooks_listen);
         let secrets = match redis_url {
             None => None,
             Some(url) => {
@@ -311,6 +325,18 @@ mod sandbox_mode {
     }
 
     impl Running {
+        /// Makes the sandbox deliver the demo applications' webhooks to the
+        /// gateway's webhook port.
+        pub fn register_webhooks(&self, gateway: &app::Running) -> Result<(), ExitCode> {
+            let Some(addr) = gateway.webhooks_addr else {
+                return Ok(());
+            };
+            app::register_sandbox_webhooks(&self.0, &gateway.config(), addr)
+                .map_err(|e| unavailable(&format!("cannot register the sandbox webhooks: {e}")))?;
+            println!("webhooks: the sandbox delivers to http://{addr}/webhooks/didit/<tenant>");
+            Ok(())
+        }
+
         /// The demo tenants and a ready-to-paste first call.
         pub fn print_banner(&self, grpc_addr: SocketAddr) {
             let base = self.0.base_url();
@@ -366,6 +392,13 @@ mod sandbox_mode {
     }
 
     impl Running {
+        pub fn register_webhooks(
+            &self,
+            _gateway: &didit_share_gateway::app::Running,
+        ) -> Result<(), ExitCode> {
+            match *self {}
+        }
+
         pub fn print_banner(&self, _grpc_addr: SocketAddr) {
             match *self {}
         }

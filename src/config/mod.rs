@@ -38,6 +38,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::tenant::Tenant;
+use crate::webhooks::WebhooksConfig;
 
 pub use crate::audit::AuditConfig;
 pub use auth::AuthConfig;
@@ -106,6 +107,9 @@ pub struct Config {
     pub state: crate::state::StateConfig,
     /// `[[tenants]]`: the tenants, ids unique.
     pub tenants: Vec<TenantConfig>,
+    /// `[webhooks]`: the webhook port and the session event log; webhooks
+    /// are served only when the section is present.
+    pub webhooks: Option<WebhooksConfig>,
     /// `[audit]`: whether the audit trail is written (a reload applies it).
     pub audit: AuditConfig,
 }
@@ -124,6 +128,7 @@ struct FileConfig {
     state: crate::state::StateConfig,
     #[serde(default)]
     tenants: Vec<tenants::TenantSection>,
+    webhooks: Option<WebhooksConfig>,
     #[serde(default)]
     audit: AuditConfig,
 }
@@ -194,6 +199,7 @@ impl Config {
             auth: auth.into_config()?,
             state: file.state,
             tenants: tenants::from_sections(file.tenants)?,
+            webhooks: file.webhooks,
             audit: file.audit,
         })
     }
@@ -212,6 +218,12 @@ impl Config {
                     .map_err(|e| FieldError::new(e.key, e.problem))
             })
             .and_then(|()| tenants::validate(&self.tenants))
+            .and_then(|()| match &self.webhooks {
+                Some(webhooks) => webhooks
+                    .validate()
+                    .map_err(|e| FieldError::new(format!("webhooks.{}", e.key), e.problem)),
+                None => Ok(()),
+            })
             .map_err(|e| e.in_file(&self.source))
     }
 
@@ -248,6 +260,7 @@ impl Config {
             ("server", self.server != new.server),
             ("upstream", self.upstream != new.upstream),
             ("replay", self.replay != new.replay),
+            ("webhooks", self.webhooks != new.webhooks),
             ("state", self.state != new.state),
             (
                 "auth (mtls files or a switch to or from mtls)",

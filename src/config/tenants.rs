@@ -11,6 +11,7 @@ use super::FieldError;
 use super::partners::{self, PartnerSection};
 use crate::policy::{Partner, PartnerPolicy};
 use crate::tenant::{ApiKey, Tenant};
+use crate::webhooks::WebhookSecretSource;
 
 /// Where a tenant's API key comes from.
 #[derive(Clone, Debug)]
@@ -66,6 +67,10 @@ pub struct TenantConfig {
     /// The tenant's Didit write budget: requests to Didit per minute,
     /// every attempt counted (Didit allows 300 writes/min per key).
     pub rate_limit_per_minute: u32,
+    /// Where the secret that signs its Didit webhooks is read from
+    /// (`webhook_secret_file` / `webhook_secret_env`); without one, the
+    /// webhook port answers 404 for this tenant.
+    pub webhook_secret: Option<WebhookSecretSource>,
     /// `[[tenants.partners]]`: its data-sharing agreements; `None` (no
     /// entry) means no policy: any partner, as before policies existed.
     pub partners: Option<Vec<Partner>>,
@@ -100,6 +105,11 @@ impl TenantConfig {
                 "must be at least 1",
             ));
         }
+        if let Some(source) = &self.webhook_secret {
+            source
+                .load()
+                .map_err(|p| FieldError::new(key(webhook_secret_key_name(source)), p))?;
+        }
         if let Some(list) = &self.partners {
             partners::validate(i, list)?;
         }
@@ -128,9 +138,13 @@ impl TenantConfig {
             Some(burst) => tenant.with_burst(burst),
             None => tenant,
         };
-        Ok(match &self.key_source {
+        let tenant = match &self.key_source {
             KeySource::File(path) => tenant.with_key_file(path.clone()),
             KeySource::Env(_) | KeySource::Inline(_) => tenant,
+        };
+        Ok(match &self.webhook_secret {
+            Some(source) => tenant.with_webhook_secret(source.load()?),
+            None => tenant,
         })
     }
 }
@@ -169,6 +183,8 @@ pub(super) struct TenantSection {
     #[serde(default)]
     allowed_callers: Vec<String>,
     rate_limit_per_minute: Option<u32>,
+    webhook_secret_file: Option<PathBuf>,
+    webhook_secret_env: Option<String>,
     partners: Option<Vec<PartnerSection>>,
     rate_limit_burst: Option<u32>,
 }
@@ -204,6 +220,17 @@ pub(super) fn from_sections(sections: Vec<TenantSection>) -> Result<Vec<TenantCo
                     ));
                 }
             };
+            let webhook_secret = match (t.webhook_secret_file, t.webhook_secret_env) {
+                (Some(file), None) => Some(WebhookSecretSource::File(file)),
+                (None, Some(env)) => Some(WebhookSecretSource::Env(env)),
+                (None, None) => None,
+                (Some(_), Some(_)) => {
+                    return Err(FieldError::new(
+                        key("webhook_secret_file"),
+                        "set webhook_secret_file or webhook_secret_env, not both",
+                    ));
+                }
+            };
             let partners = t
                 .partners
                 .map(|list| partners::from_sections(i, list))
@@ -216,11 +243,20 @@ pub(super) fn from_sections(sections: Vec<TenantSection>) -> Result<Vec<TenantCo
                 rate_limit_per_minute: t
                     .rate_limit_per_minute
                     .unwrap_or(TenantConfig::DEFAULT_RATE_LIMIT_PER_MINUTE),
+                webhook_secret,
                 partners,
                 rate_limit_burst: t.rate_limit_burst,
             })
         })
         .collect()
+}
+
+/// The key of the file that names a webhook secret source.
+fn webhook_secret_key_name(source: &WebhookSecretSource) -> &'static str {
+    match source {
+        WebhookSecretSource::File(_) | WebhookSecretSource::Inline(_) => "webhook_secret_file",
+        WebhookSecretSource::Env(_) => "webhook_secret_env",
+    }
 }
 
 /// Tenant ids appear in metadata and metric labels: keep them tame.

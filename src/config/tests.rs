@@ -232,6 +232,59 @@ fn empty_key_files_are_refused() {
 }
 
 #[test]
+fn webhook_secrets_and_the_webhooks_section() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("hook");
+    std::fs::write(&secret, "whsec_do_not_print\n").unwrap();
+    let base = minimal(dir.path());
+
+    // Without [webhooks] nothing is served; a tenant may still hold a secret.
+    let with_secret = format!("{base}webhook_secret_file = \"{}\"\n", secret.display());
+    let config = parse(&with_secret).unwrap();
+    assert_eq!(config.webhooks, None);
+    let tenants = config.build_tenants().unwrap();
+    let loaded = tenants[0].webhook_secret().expect("the secret is loaded");
+    assert_eq!(loaded.hmac_key(), b"whsec_do_not_print");
+    assert!(!format!("{config:?} {tenants:?}").contains("whsec_do_not_print"));
+
+    let served = format!("{with_secret}[webhooks]\nlisten = \"127.0.0.1:0\"\n");
+    let config = parse(&served).unwrap();
+    assert_eq!(
+        config.webhooks.as_ref().map(|w| w.retention),
+        Some(Duration::from_secs(24 * 3600))
+    );
+
+    let both = format!("{with_secret}webhook_secret_env = \"X\"\n");
+    assert_eq!(
+        parse(&both).unwrap_err().key,
+        "tenants[0].webhook_secret_file"
+    );
+    let missing = format!(
+        "{base}webhook_secret_file = \"{}\"\n",
+        dir.path().join("nope").display()
+    );
+    assert_eq!(
+        parse(&missing).unwrap_err().key,
+        "tenants[0].webhook_secret_file"
+    );
+    let unset = format!("{base}webhook_secret_env = \"DSG_TEST_SURELY_UNSET_HOOK\"\n");
+    assert_eq!(
+        parse(&unset).unwrap_err().key,
+        "tenants[0].webhook_secret_env"
+    );
+    let zero = format!("{with_secret}[webhooks]\nretention = \"0s\"\n");
+    let err = parse(&zero).unwrap_err();
+    assert_eq!(err.key, "webhooks.retention");
+
+    // A changed [webhooks] needs a restart; a changed secret does not.
+    let running = parse(&with_secret).unwrap();
+    assert_eq!(
+        running.needs_restart(&parse(&served).unwrap()),
+        ["webhooks"]
+    );
+}
+
+#[test]
 fn the_state_section_defaults_to_memory_and_is_checked_at_load() {
     let dir = tempfile::tempdir().unwrap();
     let base = minimal(dir.path());

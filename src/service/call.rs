@@ -4,6 +4,8 @@
 //! [`call_record`](super::call_record)), and echo the request id.
 
 use std::future::Future;
+
+use futures::stream::{BoxStream, Stream, StreamExt as _};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -47,6 +49,75 @@ pub(super) async fn run_call<M, T, F, Fut>(
     request: Request<M>,
     work: F,
 ) -> Result<Response<T>, Status>
+where
+    F: FnOnce(Arc<Tenant>, CallContext, M, AuditFields) -> Fut,
+    Fut: Future<Output = Result<T, GatewayError>>,
+{
+    let (result, record, span, request_id) = begin(state, method, request, work).await;
+    finish(&span, record, result.as_ref().err());
+    answer(result, &request_id)
+}
+
+/// Runs one server-streaming call of `method` like [`run_call`], except
+/// that the call's record (metrics, log line, audit event) is written when
+/// the stream ends: with the status of its last item, OK when it runs out,
+/// CANCELLED when the caller goes away first.
+pub(super) async fn run_stream<M, S, I, F, Fut>(
+    state: &AppState,
+    method: &'static str,
+    request: Request<M>,
+    work: F,
+) -> Result<Response<BoxStream<'static, Result<I, Status>>>, Status>
+where
+    F: FnOnce(Arc<Tenant>, CallContext, M, AuditFields) -> Fut,
+    Fut: Future<Output = Result<S, GatewayError>>,
+    S: Stream<Item = Result<I, GatewayError>> + Send + 'static,
+    I: Send + 'static,
+{
+    let (result, record, span, request_id) = begin(state, method, request, work).await;
+    let items = match result {
+        Ok(items) => items,
+        Err(err) => {
+            finish(&span, record, Some(&err));
+            return answer(Err(err), &request_id);
+        }
+    };
+    let ending = Some((Box::pin(items), record, span, request_id.clone()));
+    let stream = futures::stream::unfold(ending, |ending| async move {
+        let (mut items, record, span, request_id) = ending?;
+        match items.next().await {
+            Some(Ok(item)) => Some((Ok(item), Some((items, record, span, request_id)))),
+            Some(Err(err)) => {
+                finish(&span, record, Some(&err));
+                let mut status = Status::from(err);
+                if let Ok(v) = MetadataValue::try_from(request_id.as_str()) {
+                    status.metadata_mut().insert(REQUEST_ID, v);
+                }
+                Some((Err(status), None))
+            }
+            None => {
+                finish(&span, record, None);
+                None
+            }
+        }
+    });
+    answer(Ok(stream.boxed()), &request_id)
+}
+
+/// Ends the call's record and its span with the call's status code.
+fn finish(span: &tracing::Span, record: CallRecord, err: Option<&GatewayError>) {
+    let code = err.map_or(tonic::Code::Ok, |err| err.code_and_reason().0);
+    span.record("rpc.grpc.status_code", code as i32);
+    span.in_scope(|| record.finish(err));
+}
+
+/// The part every call shares: tenant, caller, context, then `work`.
+async fn begin<M, T, F, Fut>(
+    state: &AppState,
+    method: &'static str,
+    request: Request<M>,
+    work: F,
+) -> (Result<T, GatewayError>, CallRecord, tracing::Span, String)
 where
     F: FnOnce(Arc<Tenant>, CallContext, M, AuditFields) -> Fut,
     Fut: Future<Output = Result<T, GatewayError>>,
@@ -125,13 +196,12 @@ where
     }
     .instrument(span.clone())
     .await;
-    let code = match &result {
-        Ok(_) => tonic::Code::Ok,
-        Err(err) => err.code_and_reason().0,
-    };
-    span.record("rpc.grpc.status_code", code as i32);
-    span.in_scope(|| record.finish(result.as_ref().err()));
-    let id_value = MetadataValue::try_from(request_id.as_str()).ok();
+    (result, record, span, request_id)
+}
+
+/// The answer to the caller, with the request id echoed.
+fn answer<T>(result: Result<T, GatewayError>, request_id: &str) -> Result<Response<T>, Status> {
+    let id_value = MetadataValue::try_from(request_id).ok();
     match result {
         Ok(message) => {
             let mut response = Response::new(message);

@@ -25,8 +25,8 @@ pub(super) struct CallLabels {
 /// [`finish`](Self::finish), or on drop as CANCELLED when the caller went
 /// away mid-call, so the in-flight gauge never leaks and no call escapes
 /// the audit trail.
-pub(super) struct CallRecord<'a> {
-    metrics: &'a Metrics,
+pub(super) struct CallRecord {
+    metrics: Metrics,
     labels: CallLabels,
     /// The audit event being filled; `None` when `[audit] enabled = false`.
     audit: Option<AuditFields>,
@@ -36,17 +36,17 @@ pub(super) struct CallRecord<'a> {
     finished: bool,
 }
 
-impl<'a> CallRecord<'a> {
+impl CallRecord {
     /// Starts the record (counts the call in flight).
     pub fn start(
-        metrics: &'a Metrics,
+        metrics: &Metrics,
         labels: CallLabels,
         audit: Option<AuditFields>,
         upstream_status: UpstreamStatus,
     ) -> Self {
         metrics.rpcs_in_flight.inc();
         Self {
-            metrics,
+            metrics: metrics.clone(),
             labels,
             audit,
             upstream_status,
@@ -136,7 +136,7 @@ impl<'a> CallRecord<'a> {
     }
 }
 
-impl Drop for CallRecord<'_> {
+impl Drop for CallRecord {
     fn drop(&mut self) {
         self.metrics.rpcs_in_flight.dec();
         if !self.finished {

@@ -19,7 +19,7 @@ use crate::error::{FieldViolation, GatewayError};
 use crate::gateway::ImportOutcome;
 use crate::proto::import_service_server::ImportService;
 use crate::proto::{self, ImportSharedSessionRequest, ImportSharedSessionResponse};
-use crate::session::{ImportParams, ImportRequest, ShareToken};
+use crate::session::{ImportParams, ImportRequest, ImportedSession, ShareToken};
 use crate::share_token::read_claims;
 
 /// Longest share token accepted (Didit's are a few hundred bytes).
@@ -170,19 +170,29 @@ impl TryFrom<&ImportOutcome> for ImportSharedSessionResponse {
     type Error = GatewayError;
 
     fn try_from(outcome: &ImportOutcome) -> Result<Self, GatewayError> {
-        let session = &outcome.stored.session;
-        let FromBody(mut response) = serde_json::from_slice(&session.raw).map_err(|e| {
+        let mut response = session_answer(&outcome.stored.session).map_err(|e| {
             GatewayError::Internal(format!("stored import is not a JSON object: {e}"))
         })?;
-        response.session_id = session.session_id.clone();
-        response.session_kind = proto::SessionKind::from(session.session_kind) as i32;
-        response.status = proto::SessionStatus::from(session.status()) as i32;
-        response.status_raw = session.status_raw.clone();
-        response.raw_json = session.raw.to_vec();
         response.replayed = outcome.replayed;
         response.recovered = outcome.replayed && outcome.stored.recovered;
         Ok(response)
     }
+}
+
+/// A session body from Didit (an import answer or a decision) in the
+/// normalised shape: the fields read from the JSON, then the id, kind and
+/// status the gateway already parsed, and the exact bytes. The one mapping
+/// of a session body; `GetSession` converts its result.
+pub(super) fn session_answer(
+    session: &ImportedSession,
+) -> Result<ImportSharedSessionResponse, serde_json::Error> {
+    let FromBody(mut response) = serde_json::from_slice(&session.raw)?;
+    response.session_id = session.session_id.clone();
+    response.session_kind = proto::SessionKind::from(session.session_kind) as i32;
+    response.status = proto::SessionStatus::from(session.status()) as i32;
+    response.status_raw = session.status_raw.clone();
+    response.raw_json = session.raw.to_vec();
+    Ok(response)
 }
 
 /// The response fields read from Didit's JSON answer: the check arrays
@@ -232,7 +242,7 @@ impl<'de> Visitor<'de> for FromBodyVisitor {
 
 /// A top-level string field: null is empty, a non-string is kept as its
 /// JSON text.
-fn string_field(value: Value) -> String {
+pub(super) fn string_field(value: Value) -> String {
     match value {
         Value::String(s) => s,
         Value::Null => String::new(),
@@ -243,7 +253,7 @@ fn string_field(value: Value) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::session::{ImportedSession, SessionKind};
+    use crate::session::SessionKind;
 
     #[test]
     fn import_validation_bounds_every_string() {

@@ -1,5 +1,5 @@
 //! The tonic services, one file per gRPC service: `share` (ShareService),
-//! `import` (ImportService). Each file owns its RPCs: the validation of the
+//! `import` (ImportService), `session` (SessionService). Each file owns its RPCs: the validation of the
 //! request (`TryFrom` the proto message into the core's type), the mapping
 //! of the answer, and a handler of a few lines over the core ([`Gateway`]).
 //! What every call shares (tenant, caller, deadline, trace context, metrics,
@@ -17,19 +17,23 @@ pub mod checks;
 mod enums;
 mod import;
 mod json_struct;
+mod session;
 mod share;
 
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
+use tokio_util::sync::CancellationToken;
 
 use crate::auth::AuthPolicy;
 use crate::gateway::Gateway;
 use crate::metrics::Metrics;
 use crate::tenant::Tenants;
+use crate::webhooks::EventLog;
 
 pub use call::code_name;
 pub use import::ImportApi;
+pub use session::SessionApi;
 pub use share::ShareApi;
 
 /// What every call needs, shared by both services.
@@ -40,6 +44,11 @@ pub struct AppState {
     pub metrics: Metrics,
     /// Tenants and caller policy; replaced as a whole on a config reload.
     settings: ArcSwap<Settings>,
+    /// The tenants' session events (webhooks received), when `[webhooks]`
+    /// is configured.
+    events: Option<Arc<dyn EventLog>>,
+    /// Cancelled when the drain ends the open `WatchSessionEvents` streams.
+    streams_end: CancellationToken,
 }
 
 /// The part of the configuration a reload (SIGHUP) replaces atomically.
@@ -59,7 +68,27 @@ impl AppState {
             gateway,
             metrics,
             settings: ArcSwap::from_pointee(settings),
+            events: None,
+            streams_end: CancellationToken::new(),
         }
+    }
+
+    /// The same state, holding `log` for the webhook port and
+    /// `WatchSessionEvents`.
+    pub fn with_event_log(mut self, log: Arc<dyn EventLog>) -> Self {
+        self.events = Some(log);
+        self
+    }
+
+    /// The session event log, if webhooks are received.
+    pub fn event_log(&self) -> Option<&Arc<dyn EventLog>> {
+        self.events.as_ref()
+    }
+
+    /// Ends every open `WatchSessionEvents` stream with UNAVAILABLE
+    /// `SHUTTING_DOWN` and refuses new ones (the drain).
+    pub fn end_streams(&self) {
+        self.streams_end.cancel();
     }
 
     /// The settings in force now; a call keeps the ones it started with.

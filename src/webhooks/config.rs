@@ -156,12 +156,14 @@ impl std::fmt::Debug for WebhookSecret {
 
 /// Where a tenant's webhook secret comes from (`webhook_secret_file` or
 /// `webhook_secret_env` of its `[[tenants]]` entry).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub enum WebhookSecretSource {
     /// A file (a mounted Kubernetes Secret); surrounding whitespace is trimmed.
     File(PathBuf),
     /// An environment variable.
     Env(String),
+    /// Given in code (`--sandbox` mints a random one per demo tenant).
+    Inline(WebhookSecret),
 }
 
 impl WebhookSecretSource {
@@ -173,6 +175,7 @@ impl WebhookSecretSource {
                 .map_err(|e| format!("cannot read {}: {e}", path.display()))?,
             Self::Env(name) => std::env::var(name)
                 .map_err(|_| format!("environment variable {name} is not set or not UTF-8"))?,
+            Self::Inline(secret) => return Ok(secret.clone()),
         };
         let secret = raw.trim();
         if secret.is_empty() {

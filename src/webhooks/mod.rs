@@ -45,6 +45,7 @@ pub mod event;
 pub mod ingress;
 pub mod log;
 pub mod memory;
+pub mod redis;
 pub mod signature;
 pub mod watch;
 

@@ -175,7 +175,7 @@ trap 'exit 130' INT TERM
 free_ports() {
   "$venv/bin/python" -c '
 import socket
-socks = [socket.socket() for _ in range(3)]
+socks = [socket.socket() for _ in range(4)]
 for s in socks:
     s.bind(("127.0.0.1", 0))
 print(*(s.getsockname()[1] for s in socks))'
@@ -183,9 +183,9 @@ print(*(s.getsockname()[1] for s in socks))'
 
 ready=
 for attempt in 1 2 3; do
-  read -r grpc_port admin_port sandbox_port < <(free_ports)
+  read -r grpc_port admin_port sandbox_port webhooks_port < <(free_ports)
   "$gateway" --sandbox --listen "127.0.0.1:$grpc_port" --admin-listen "127.0.0.1:$admin_port" \
-    --sandbox-listen "127.0.0.1:$sandbox_port" >"$build/gateway.log" 2>&1 </dev/null &
+    --sandbox-listen "127.0.0.1:$sandbox_port" --webhooks-listen "127.0.0.1:$webhooks_port" >"$build/gateway.log" 2>&1 </dev/null &
   gw_pid=$!
   for _ in $(seq 300); do # 60 s
     if ! kill -0 "$gw_pid" 2>/dev/null; then break; fi

@@ -74,6 +74,7 @@ impl TestEnv {
             key_source: KeySource::Inline(ApiKey::new(x.read_only_api_key.clone())),
             allowed_callers: vec!["*".into()],
             rate_limit_per_minute: 300,
+            webhook_secret: None,
             partners: None,
             rate_limit_burst: None,
         });

@@ -219,6 +219,7 @@ async fn a_tenant_with_a_wrong_key_is_told_its_credentials_were_rejected() {
             key_source: KeySource::Inline(ApiKey::new("sk_revoked_key_value".into())),
             allowed_callers: vec!["*".into()],
             rate_limit_per_minute: 1000,
+            webhook_secret: None,
             partners: None,
             rate_limit_burst: None,
         });

@@ -22,6 +22,8 @@ mod reload;
 mod replicas;
 mod retries;
 mod security;
+mod sessions;
+mod sessions_redis;
 mod share_import;
 mod shutdown;
 mod state;

@@ -64,6 +64,7 @@ fn policies(config: &mut Config) {
         allowed_callers: vec!["*".into()],
         rate_limit_per_minute: 1_000_000,
         partners: None,
+        webhook_secret: None,
         rate_limit_burst: None,
     });
 }

@@ -11,7 +11,9 @@
 // that the service config's retry policy retries an import on UNAVAILABLE
 // and not a share, and uses deadlines. Older grpc-go releases (Debian's
 // 1.33) apply a retry policy only with GRPC_GO_RETRY=on in the
-// environment; run.sh sets it. Every check prints PASS or FAIL; the exit code is non-zero
+// environment; run.sh sets it. It also watches session events: a status
+// change in the sandbox arrives on the stream, and a reconnect with the last
+// event_id brings only later events. Every check prints PASS or FAIL; the exit code is non-zero
 // when any check failed.
 package main
 
@@ -308,6 +310,7 @@ func main() {
 		{"health_overall", ""},
 		{"health_share_service", "didit.share.v1.ShareService"},
 		{"health_import_service", "didit.share.v1.ImportService"},
+		{"health_session_service", "didit.share.v1.SessionService"},
 	} {
 		svc := svc
 		r.check(svc.check, func() error {
@@ -510,5 +513,98 @@ func main() {
 			return fmt.Errorf("took %v, the deadline was 200ms", el)
 		}
 		return nil
+	})
+
+	// Session events: watch service-x's events, change a status in the
+	// sandbox (it delivers a signed webhook to the gateway), receive it;
+	// reconnect with the last event_id and receive only what came after.
+	sessions := sharev1.NewSessionServiceClient(conn)
+	type eventStream interface {
+		Recv() (*sharev1.SessionEvent, error)
+		Header() (metadata.MD, error)
+	}
+	watch := func(ctx context.Context, after string) (eventStream, error) {
+		s, err := sessions.WatchSessionEvents(ctx, &sharev1.WatchSessionEventsRequest{
+			AfterEventId: after, WebhookTypes: []string{"status.updated"}})
+		if err != nil {
+			return nil, err
+		}
+		// The subscription exists once the response headers are in.
+		if _, err := s.Header(); err != nil {
+			return nil, err
+		}
+		return s, nil
+	}
+	eventFor := func(s eventStream, sess string) (*sharev1.SessionEvent, error) {
+		for {
+			e, err := s.Recv()
+			if err != nil {
+				return nil, err
+			}
+			if e.SessionId == sess {
+				return e, nil
+			}
+		}
+	}
+	setStatus := func(sess, st string) error {
+		return sb.do("PATCH", "/_sandbox/sessions/"+sess, map[string]string{"status": st}, nil)
+	}
+	r.check("watch_session_events_and_resume", func() error {
+		sess, err := sb.newSession(x.ApplicationID, "user", "In Review")
+		if err != nil {
+			return err
+		}
+		ctx, cancel := tenantCtx("service-x", 30*time.Second)
+		stream, err := watch(ctx, "")
+		if err != nil {
+			cancel()
+			return err
+		}
+		if err := setStatus(sess, "Approved"); err != nil {
+			cancel()
+			return err
+		}
+		first, err := eventFor(stream, sess)
+		cancel()
+		if err != nil {
+			return err
+		}
+		if first.Status != sharev1.SessionStatus_SESSION_STATUS_APPROVED || first.StatusRaw != "Approved" {
+			return fmt.Errorf("status=%s status_raw=%q", first.Status, first.StatusRaw)
+		}
+		gctx, gcancel := tenantCtx("service-x", callTimeout)
+		got, err := sessions.GetSession(gctx, &sharev1.GetSessionRequest{SessionId: sess})
+		gcancel()
+		if err != nil {
+			return fmt.Errorf("GetSession: %v", err)
+		}
+		if got.Status != sharev1.SessionStatus_SESSION_STATUS_APPROVED {
+			return fmt.Errorf("GetSession status=%s", got.Status)
+		}
+		// Disconnected: a change happens meanwhile; the cursor brings it, once.
+		if err := setStatus(sess, "Declined"); err != nil {
+			return err
+		}
+		ctx, cancel = tenantCtx("service-x", 30*time.Second)
+		defer cancel()
+		resumed, err := watch(ctx, first.EventId)
+		if err != nil {
+			return err
+		}
+		second, err := eventFor(resumed, sess)
+		if err != nil {
+			return err
+		}
+		if second.EventId == first.EventId || second.StatusRaw != "Declined" {
+			return fmt.Errorf("after the cursor: event %s status_raw=%q, want a new event with \"Declined\"",
+				second.EventId, second.StatusRaw)
+		}
+		return nil
+	})
+	r.check("get_session_unknown", func() error {
+		ctx, cancel := tenantCtx("service-x", callTimeout)
+		defer cancel()
+		_, err := sessions.GetSession(ctx, &sharev1.GetSessionRequest{SessionId: "00000000-0000-4000-8000-000000000000"})
+		return expectError(err, codes.NotFound, "SESSION_NOT_FOUND")
 	})
 }

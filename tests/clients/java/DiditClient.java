@@ -10,22 +10,37 @@
 // with service-y, imports them as service-y (trust_review true and false),
 // reads the google.rpc.ErrorInfo of failed calls, calls
 // grpc.health.v1.Health, checks that the retry policy retries an import on
-// UNAVAILABLE and not a share, and uses deadlines. Every check prints PASS or FAIL; the exit code is non-zero
+// UNAVAILABLE and not a share, uses deadlines, and watches session events
+// (a status change in the sandbox arrives on the stream; a reconnect with the
+// last event_id brings only later events). Every check prints PASS or FAIL; the exit code is non-zero
 // when any check failed.
 
+import com.didit.share.v1.GetSessionRequest;
+import com.didit.share.v1.GetSessionResponse;
 import com.didit.share.v1.ImportServiceGrpc;
 import com.didit.share.v1.ImportSharedSessionRequest;
 import com.didit.share.v1.ImportSharedSessionResponse;
+import com.didit.share.v1.SessionEvent;
 import com.didit.share.v1.SessionKind;
+import com.didit.share.v1.SessionServiceGrpc;
 import com.didit.share.v1.SessionStatus;
 import com.didit.share.v1.ShareServiceGrpc;
 import com.didit.share.v1.ShareSessionRequest;
 import com.didit.share.v1.ShareSessionResponse;
+import com.didit.share.v1.WatchSessionEventsRequest;
 import com.google.protobuf.Any;
 import com.google.protobuf.InvalidProtocolBufferException;
 import com.google.rpc.BadRequest;
 import com.google.rpc.ErrorInfo;
+import io.grpc.CallOptions;
+import io.grpc.Channel;
+import io.grpc.ClientCall;
+import io.grpc.ClientInterceptor;
+import io.grpc.Context;
+import io.grpc.ForwardingClientCall;
+import io.grpc.ForwardingClientCallListener;
 import io.grpc.ManagedChannel;
+import io.grpc.MethodDescriptor;
 import io.grpc.Metadata;
 import io.grpc.Status;
 import io.grpc.StatusRuntimeException;
@@ -35,6 +50,7 @@ import io.grpc.health.v1.HealthGrpc;
 import io.grpc.netty.NettyChannelBuilder;
 import io.grpc.protobuf.StatusProto;
 import io.grpc.stub.MetadataUtils;
+import io.grpc.stub.StreamObserver;
 import java.net.URI;
 import java.net.http.HttpClient;
 import java.net.http.HttpRequest;
@@ -48,6 +64,9 @@ import java.util.ArrayList;
 import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
+import java.util.concurrent.BlockingQueue;
+import java.util.concurrent.CountDownLatch;
+import java.util.concurrent.LinkedBlockingQueue;
 import java.util.concurrent.TimeUnit;
 
 public final class DiditClient {
@@ -254,6 +273,7 @@ public final class DiditClient {
       {"health_overall", ""},
       {"health_share_service", "didit.share.v1.ShareService"},
       {"health_import_service", "didit.share.v1.ImportService"},
+      {"health_session_service", "didit.share.v1.SessionService"},
     };
     for (String[] h : healthChecks) {
       check(h[0], () -> {
@@ -390,6 +410,104 @@ public final class DiditClient {
         sb.call("DELETE", "/_sandbox/faults", null);
       }
     });
+
+    // Session events: watch service-x's events, change a status in the
+    // sandbox (it delivers a signed webhook to the gateway), receive it;
+    // reconnect with the last event_id and receive only what came after.
+    check("watch_session_events_and_resume", () -> {
+      String sess = sb.newSession(xApp, "user", "In Review");
+      Context.CancellableContext first = Context.current().withCancellation();
+      SessionEvent approved;
+      try {
+        BlockingQueue<Object> events = c.watch(first, "");
+        sb.setStatus(sess, "Approved");
+        approved = eventFor(events, sess);
+      } finally {
+        first.cancel(null);
+      }
+      require(approved.getStatus() == SessionStatus.SESSION_STATUS_APPROVED
+          && approved.getStatusRaw().equals("Approved"), "event " + approved.getStatusRaw());
+      GetSessionResponse got = c.sessions("service-x")
+          .getSession(GetSessionRequest.newBuilder().setSessionId(sess).build());
+      require(got.getStatus() == SessionStatus.SESSION_STATUS_APPROVED, "GetSession " + got.getStatus());
+      // Disconnected: a change happens meanwhile; the cursor brings it, once.
+      sb.setStatus(sess, "Declined");
+      Context.CancellableContext second = Context.current().withCancellation();
+      try {
+        SessionEvent next = eventFor(c.watch(second, approved.getEventId()), sess);
+        require(!next.getEventId().equals(approved.getEventId()) && next.getStatusRaw().equals("Declined"),
+            "after the cursor: " + next.getEventId() + " " + next.getStatusRaw() + ", want a new Declined");
+      } finally {
+        second.cancel(null);
+      }
+    });
+    check("get_session_unknown", () -> expectError(
+        () -> c.sessions("service-x").getSession(
+            GetSessionRequest.newBuilder().setSessionId("00000000-0000-4000-8000-000000000000").build()),
+        Status.Code.NOT_FOUND, "SESSION_NOT_FOUND"));
+  }
+
+  /** A SessionService stub for one tenant with a 5 s deadline. */
+  SessionServiceGrpc.SessionServiceBlockingStub sessions(String tenant) {
+    return SessionServiceGrpc.newBlockingStub(channel)
+        .withInterceptors(MetadataUtils.newAttachHeadersInterceptor(tenantHeaders(tenant)))
+        .withDeadlineAfter(5, TimeUnit.SECONDS);
+  }
+
+  /** Opens WatchSessionEvents of service-x in `ctx` (async stub: a blocking
+   * stub runs its callbacks only inside next()) and waits for the response
+   * headers: the subscription exists once they are in. The queue gets each
+   * event, then the Throwable or END that ends the stream. */
+  BlockingQueue<Object> watch(Context.CancellableContext ctx, String after) throws Exception {
+    CountDownLatch headers = new CountDownLatch(1);
+    BlockingQueue<Object> events = new LinkedBlockingQueue<>();
+    SessionServiceGrpc.SessionServiceStub stub = SessionServiceGrpc.newStub(channel)
+        .withInterceptors(
+            MetadataUtils.newAttachHeadersInterceptor(tenantHeaders("service-x")), onHeaders(headers))
+        .withDeadlineAfter(30, TimeUnit.SECONDS);
+    WatchSessionEventsRequest req = WatchSessionEventsRequest.newBuilder()
+        .setAfterEventId(after).addWebhookTypes("status.updated").build();
+    ctx.run(() -> stub.watchSessionEvents(req, new StreamObserver<SessionEvent>() {
+      @Override public void onNext(SessionEvent e) { events.add(e); }
+      @Override public void onError(Throwable t) { events.add(t); }
+      @Override public void onCompleted() { events.add(END); }
+    }));
+    require(headers.await(10, TimeUnit.SECONDS), "no response headers within 10 s");
+    return events;
+  }
+
+  static final Object END = new Object();
+
+  static SessionEvent eventFor(BlockingQueue<Object> events, String session) throws Exception {
+    while (true) {
+      Object o = events.poll(30, TimeUnit.SECONDS);
+      if (o == null) throw new AssertionError("no event for " + session + " within 30 s");
+      if (o instanceof Throwable) throw new AssertionError("the stream failed: " + o);
+      if (o == END) throw new AssertionError("the stream ended without an event for " + session);
+      SessionEvent e = (SessionEvent) o;
+      if (e.getSessionId().equals(session)) return e;
+    }
+  }
+
+  /** Counts `latch` down when the call's response headers arrive. */
+  static ClientInterceptor onHeaders(CountDownLatch latch) {
+    return new ClientInterceptor() {
+      @Override
+      public <Q, R> ClientCall<Q, R> interceptCall(MethodDescriptor<Q, R> m, CallOptions o, Channel next) {
+        return new ForwardingClientCall.SimpleForwardingClientCall<Q, R>(next.newCall(m, o)) {
+          @Override
+          public void start(Listener<R> listener, Metadata md) {
+            super.start(new ForwardingClientCallListener.SimpleForwardingClientCallListener<R>(listener) {
+              @Override
+              public void onHeaders(Metadata headers) {
+                latch.countDown();
+                super.onHeaders(headers);
+              }
+            }, md);
+          }
+        };
+      }
+    };
   }
 
   // ---- the sandbox's admin API (test setup only; real callers never use it) ----
@@ -430,6 +548,11 @@ public final class DiditClient {
       Object v = ((Map<String, Object>) Json.parse(call("GET", "/_sandbox/stats", null))).get(name);
       if (!(v instanceof Double)) throw new IllegalStateException("sandbox stats have no " + name);
       return ((Double) v).longValue();
+    }
+
+    /** PATCH /_sandbox/sessions/{id}: a status change, which fires status.updated. */
+    void setStatus(String session, String status) throws Exception {
+      call("PATCH", "/_sandbox/sessions/" + session, "{\"status\":" + Json.quote(status) + "}");
     }
 
     @SuppressWarnings("unchecked")

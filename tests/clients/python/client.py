@@ -9,7 +9,9 @@ It opens its channel with the shipped gRPC service config
 finished KYC and KYB sessions of tenant service-x with service-y, imports them
 as service-y (trust_review true and false), reads the google.rpc.ErrorInfo of
 failed calls, calls grpc.health.v1.Health, checks that the retry policy
-retries an import on UNAVAILABLE and not a share, and uses deadlines. Every check prints PASS or FAIL; the exit code is non-zero when any
+retries an import on UNAVAILABLE and not a share, uses deadlines, and
+watches session events (a status change in the sandbox arrives; a
+reconnect with the cursor brings only later events). Every check prints PASS or FAIL; the exit code is non-zero when any
 check failed.
 """
 
@@ -199,7 +201,8 @@ def run(r, addr, sb, service_config_path):
 
     for name, service in (("health_overall", ""),
                           ("health_share_service", "didit.share.v1.ShareService"),
-                          ("health_import_service", "didit.share.v1.ImportService")):
+                          ("health_import_service", "didit.share.v1.ImportService"),
+                          ("health_session_service", "didit.share.v1.SessionService")):
         def health(service=service):
             resp = c.health.Check(health_pb2.HealthCheckRequest(service=service), timeout=TIMEOUT)
             assert resp.status == health_pb2.HealthCheckResponse.SERVING, f"status {resp.status}"
@@ -325,6 +328,46 @@ def run(r, addr, sb, service_config_path):
             sb.call("DELETE", "/_sandbox/faults")
 
     r.check("deadline_exceeded", deadline_exceeded)
+
+    # Session events: watch service-x's events, change a status in the
+    # sandbox (it delivers a signed webhook to the gateway), receive it;
+    # reconnect with the last event_id and receive only what came after.
+    sessions = share_pb2_grpc.SessionServiceStub(channel)
+
+    def watch(after=""):
+        req = share_pb2.WatchSessionEventsRequest(after_event_id=after, webhook_types=["status.updated"])
+        stream = sessions.WatchSessionEvents(req, metadata=tenant("service-x"), timeout=30.0)
+        stream.initial_metadata()  # the subscription exists once the headers are in
+        return stream
+
+    def watch_and_resume():
+        sess = sb.new_session(x_app, "user", "In Review")
+        stream = watch()
+        sb.call("PATCH", f"/_sandbox/sessions/{sess}", {"status": "Approved"})
+        first = next(e for e in stream if e.session_id == sess)
+        stream.cancel()
+        assert (first.status, first.status_raw) == (share_pb2.SESSION_STATUS_APPROVED, "Approved"), \
+            f"status={first.status} status_raw={first.status_raw!r}"
+        assert json.loads(first.raw_json)["session_id"] == sess, "raw_json is not the webhook body"
+        got = sessions.GetSession(share_pb2.GetSessionRequest(session_id=sess),
+                                  metadata=tenant("service-x"), timeout=TIMEOUT)
+        assert got.status == share_pb2.SESSION_STATUS_APPROVED, f"GetSession status={got.status}"
+        # Disconnected: a change happens meanwhile; the cursor brings it, once.
+        sb.call("PATCH", f"/_sandbox/sessions/{sess}", {"status": "Declined"})
+        resumed = watch(first.event_id)
+        second = next(e for e in resumed if e.session_id == sess)
+        resumed.cancel()
+        assert second.event_id != first.event_id, "the event before the cursor came again"
+        assert second.status_raw == "Declined", f"after the cursor: {second.status_raw!r}, want 'Declined'"
+
+    def unknown_session():
+        expect_error(lambda: sessions.GetSession(
+            share_pb2.GetSessionRequest(session_id="00000000-0000-4000-8000-000000000000"),
+            metadata=tenant("service-x"), timeout=TIMEOUT),
+            grpc.StatusCode.NOT_FOUND, "SESSION_NOT_FOUND")
+
+    r.check("watch_session_events_and_resume", watch_and_resume)
+    r.check("get_session_unknown", unknown_session)
     channel.close()
 
 
