@@ -15,6 +15,7 @@ mod idempotency;
 mod limits;
 mod metrics;
 mod policy;
+mod policy_setup;
 mod propagation;
 mod recovery;
 mod reflection;

@@ -4,74 +4,15 @@
 //! finishing under the policy they started with, the start-up warning for
 //! tenants without a policy, and `dsg_policy_refusals_total`.
 
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::Duration;
 
-use didit_sandbox::SandboxConfig;
-use didit_share_gateway::config::{Config, KeySource, TenantConfig};
-use didit_share_gateway::policy::Partner;
-use didit_share_gateway::proto::{ImportSharedSessionRequest, ShareSessionRequest};
-use didit_share_gateway::session::SessionKind;
-use didit_share_gateway::telemetry;
-use didit_share_gateway::tenant::ApiKey;
 use serde_json::json;
 use tonic::Code;
 use tonic_types::StatusExt as _;
-use tracing_subscriber::EnvFilter;
-use tracing_subscriber::fmt::MakeWriter;
 
-use crate::env::{TestEnv, demo, error_metadata, eventually, metric_value, reason, with_tenant};
-
-/// A tenant with service-x's key and no policy: mints tokens of any kind
-/// for any partner, to test the importing side.
-const X_OPEN: &str = "service-x-open";
-
-const USER: &[SessionKind] = &[SessionKind::User];
-const BOTH: &[SessionKind] = &[SessionKind::User, SessionKind::Business];
-
-fn partner(app: &str, allows: &[&str], max_ttl_seconds: u32, kinds: &[SessionKind]) -> Partner {
-    Partner {
-        application_id: demo(app).application_id,
-        name: app.to_owned(),
-        agreement: format!("DSA-{app}"),
-        share: allows.contains(&"share"),
-        import: allows.contains(&"import"),
-        trust_review: allows.contains(&"trust_review"),
-        max_ttl_seconds,
-        session_kinds: kinds.to_vec(),
-    }
-}
-
-/// service-x: shares with service-y (KYC only, at most 600 s), imports from
-/// service-z; service-y: imports KYC from service-x, without trust_review;
-/// service-z and [`X_OPEN`]: no policy.
-fn policies(config: &mut Config) {
-    for tenant in &mut config.tenants {
-        tenant.partners = match tenant.id.as_str() {
-            "service-x" => Some(vec![
-                partner("service-y", &["share", "import"], 600, USER),
-                partner("service-z", &["import"], 3600, BOTH),
-            ]),
-            "service-y" => Some(vec![partner("service-x", &["import"], 3600, USER)]),
-            _ => None,
-        };
-    }
-    let x = demo("service-x");
-    config.tenants.push(TenantConfig {
-        id: X_OPEN.into(),
-        application_id: x.application_id,
-        key_source: KeySource::Inline(ApiKey::new(x.api_key)),
-        allowed_callers: vec!["*".into()],
-        rate_limit_per_minute: 1_000_000,
-        partners: None,
-        webhook_secret: None,
-        rate_limit_burst: None,
-    });
-}
-
-async fn start() -> TestEnv {
-    TestEnv::start_with(SandboxConfig::default(), policies).await
-}
+use crate::env::{demo, error_metadata, eventually, metric_value, reason};
+use crate::policy_setup::{X_OPEN, start, token};
 
 /// Asserts `result` is refused with `code`/`reason`.
 fn refused<T: std::fmt::Debug>(
@@ -84,24 +25,6 @@ fn refused<T: std::fmt::Debug>(
     assert_eq!(status.code(), code, "{what}: {status:?}");
     assert_eq!(reason(&status), want, "{what}");
     status
-}
-
-/// A token minted by the tenant `from` of a new `kind` session of `app`, for `to`.
-async fn token(env: &TestEnv, from: &str, app: &str, kind: &str, to: &str) -> String {
-    let session = env.create_session(app, kind, approved(kind)).await;
-    let to = demo(to).application_id.to_string();
-    env.share(from, &session, &to, Some(600))
-        .await
-        .unwrap()
-        .share_token
-}
-
-fn approved(kind: &str) -> &'static str {
-    if kind == "user" {
-        "Approved"
-    } else {
-        "APPROVED"
-    }
 }
 
 #[tokio::test]
@@ -432,170 +355,4 @@ async fn calls_in_flight_finish_under_the_policy_they_started_with() {
         Ok(env) => env.stop().await,
         Err(_) => panic!("the test env is still shared"),
     }
-}
-
-/// Log lines written by the gateway, captured in memory.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Captured {
-    /// The JSON lines written so far.
-    fn lines(&self) -> Vec<serde_json::Value> {
-        let bytes = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        String::from_utf8_lossy(&bytes)
-            .lines()
-            .filter_map(|l| serde_json::from_str(l).ok())
-            .collect()
-    }
-}
-
-impl std::io::Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .extend_from_slice(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> MakeWriter<'a> for Captured {
-    type Writer = Captured;
-    fn make_writer(&'a self) -> Self::Writer {
-        self.clone()
-    }
-}
-
-/// A thread-local subscriber writing JSON lines (audit events included) to
-/// the returned buffer; the test's runtime must be single-threaded so that
-/// it sees the whole gateway.
-fn capture() -> (Captured, tracing::subscriber::DefaultGuard) {
-    let captured = Captured::default();
-    let subscriber = telemetry::subscriber(true, false, EnvFilter::new("info"), captured.clone());
-    let guard = tracing::subscriber::set_default(subscriber);
-    // Other tests of this binary run on threads without a subscriber; make
-    // sure no callsite keeps an interest computed without this one.
-    tracing::callsite::rebuild_interest_cache();
-    (captured, guard)
-}
-
-#[tokio::test]
-async fn start_up_warns_once_naming_the_tenants_without_a_policy() {
-    let (captured, _guard) = capture();
-    let env = start().await;
-    let warnings: Vec<serde_json::Value> = captured
-        .lines()
-        .into_iter()
-        .filter(|l| {
-            l["message"]
-                .as_str()
-                .or(l["fields"]["message"].as_str())
-                .is_some_and(|m| m.contains("without a partner policy"))
-        })
-        .collect();
-    assert_eq!(warnings.len(), 1, "{warnings:?}");
-    let warning = &warnings[0];
-    assert_eq!(warning["level"], "WARN");
-    let tenants = warning["tenants"]
-        .as_str()
-        .or(warning["fields"]["tenants"].as_str())
-        .unwrap();
-    for open in ["service-z", X_OPEN, crate::env::READ_ONLY_TENANT] {
-        assert!(tenants.contains(&format!("\"{open}\"")), "{tenants}");
-    }
-    for listed in ["\"service-x\"", "\"service-y\""] {
-        assert!(!tenants.contains(listed), "{tenants}");
-    }
-    env.stop().await;
-}
-
-/// `request` with `x-request-id: id`.
-fn with_id<T>(id: &str, mut request: tonic::Request<T>) -> tonic::Request<T> {
-    request
-        .metadata_mut()
-        .insert("x-request-id", id.parse().unwrap());
-    request
-}
-
-#[tokio::test]
-async fn audit_events_name_the_partner_and_the_agreement() {
-    let (captured, _guard) = capture();
-    let env = start().await;
-    let (x, y) = (demo("service-x"), demo("service-y"));
-    let session = env.create_session("service-x", "user", "Approved").await;
-    let shared = env
-        .share_client
-        .clone()
-        .share_session(with_id(
-            "policy-share",
-            with_tenant(
-                "service-x",
-                ShareSessionRequest {
-                    session_id: session,
-                    for_application_id: y.application_id.to_string(),
-                    ttl_seconds: Some(600),
-                },
-            ),
-        ))
-        .await
-        .unwrap()
-        .into_inner();
-    let import = |id: &'static str, token: String| {
-        let mut client = env.import_client.clone();
-        let request = with_id(
-            id,
-            with_tenant(
-                "service-y",
-                ImportSharedSessionRequest {
-                    share_token: token,
-                    workflow_id: y.workflows.user.clone(),
-                    vendor_data: String::new(),
-                    trust_review: false,
-                },
-            ),
-        );
-        async move { client.import_shared_session(request).await }
-    };
-    import("policy-import", shared.share_token).await.unwrap();
-    let from_z = token(&env, "service-z", "service-z", "user", "service-y").await;
-    import("policy-refused", from_z).await.unwrap_err();
-
-    let event = |id: &str| {
-        let events: Vec<_> = captured
-            .lines()
-            .into_iter()
-            .filter(|l| l["target"] == "audit" && l["request_id"] == id)
-            .collect();
-        let all: Vec<String> = captured
-            .lines()
-            .into_iter()
-            .map(|l| {
-                format!(
-                    "{}/{}/{}",
-                    l["target"], l["request_id"], l["fields"]["message"]
-                )
-            })
-            .collect();
-        assert_eq!(events.len(), 1, "{id}: {events:?}; captured: {all:?}");
-        events[0].clone()
-    };
-    let share = event("policy-share");
-    assert_eq!(share["partner"], "service-y");
-    assert_eq!(share["agreement"], "DSA-service-y");
-    let import = event("policy-import");
-    assert_eq!(import["partner"], "service-x");
-    assert_eq!(import["agreement"], "DSA-service-x");
-    let refused = event("policy-refused");
-    assert_eq!(refused["reason"], "PARTNER_NOT_ALLOWED");
-    assert!(
-        refused
-            .get("partner")
-            .is_none_or(serde_json::Value::is_null)
-    );
-    assert_eq!(x.name, "service-x");
-    env.stop().await;
 }
