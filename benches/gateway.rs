@@ -13,7 +13,9 @@
 //! 3. [`dedup`]: 1,000 and 10,000 concurrent identical imports;
 //! 4. [`memory`] and 5. [`cpu`] per miss-path import, with the gateway alone
 //!    in a child process (this binary re-run) so the numbers are its own;
-//! 6. [`h2load`]: a cross-check of the replay path, when h2load is installed.
+//! 6. [`h2load`]: a cross-check of the replay path, when h2load is installed;
+//! 7. [`coalescer`]: the in-flight coalescer alone, moka's entry API beside
+//!    a plain locked map.
 //!
 //! The headline numbers are also written as JSON ([`results`]) to
 //! `target/bench/gateway.json` and to `--save PATH`; `--compare
@@ -28,6 +30,8 @@
 
 #[path = "gateway/child.rs"]
 mod child;
+#[path = "gateway/coalescer.rs"]
+mod coalescer;
 #[path = "gateway/cpu.rs"]
 mod cpu;
 #[path = "gateway/dedup.rs"]
@@ -245,16 +249,18 @@ async fn run(plan: Plan, results: &mut Results) -> String {
 
     let mut out = String::new();
     header(&mut out, &plan, &env);
-    eprintln!("[1/6] latency");
+    eprintln!("[1/7] latency");
     let single_import = latency::run(&mut out, results, &plan, &env).await;
-    eprintln!("[2/6] throughput");
+    eprintln!("[2/7] throughput");
     let own_64 = throughput::run(&mut out, results, &plan, &env).await;
-    eprintln!("[3/6] de-duplication");
+    eprintln!("[3/7] de-duplication");
     dedup::run(&mut out, results, &plan, &env, single_import).await;
-    eprintln!("[4/6] memory and [5/6] CPU (gateway child process)");
+    eprintln!("[4/7] memory and [5/7] CPU (gateway child process)");
     memory::run(&mut out, results, &plan, &env).await;
-    eprintln!("[6/6] h2load cross-check");
+    eprintln!("[6/7] h2load cross-check");
     h2load::run(&mut out, results, &plan, &env, own_64).await;
+    eprintln!("[7/7] in-flight coalescer alone");
+    coalescer::run(&mut out, results, &plan).await;
 
     let Env {
         sandbox,
