@@ -319,7 +319,7 @@ fn header(out: &mut String, plan: &Plan, env: &Env) {
     );
     let _ = writeln!(
         out,
-        "Machine: {cores} cores, {cpu}, Linux {kernel}, load average {} at the start. All on loopback; sections 1-3 and 6 in this \
+        "Machine: {cores} cores, {cpu}, Linux {kernel}, load average {} at the start. All on loopback; sections 1-3, 6 and 7 in this \
          process, one tokio runtime ({cores} workers) for sandbox, gateway, echo and clients; \
          sections 4-5 with the gateway alone in a child process. Sandbox latency injection off; \
          the gateway's per-tenant rate limit and max_concurrent_requests raised. Import \
