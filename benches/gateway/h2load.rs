@@ -65,7 +65,7 @@ pub async fn run(out: &mut String, results: &mut Results, plan: &Plan, env: &Env
     );
     let _ = writeln!(
         out,
-        "\nCommand (gateway run; the body file is a 5-byte gRPC frame header and the encoded request):\n\n```\nh2load {}\n```",
+        "\nCommand (gateway run; the body file is a 5-byte gRPC frame header and the encoded request):\n\n```\nh2load {}\n```\n",
         shell_words(&gateway_args)
     );
 }

@@ -148,6 +148,9 @@ pub fn compare(run: &Run, baseline: &Run, baseline_path: &Path) -> String {
          \"worse\"/\"better\" marks a change of 10% or more in that direction; nothing fails.\n",
         run.date, run.machine.cores, run.machine.load_average_start, run.machine.load_average_end,
     );
+    if let Some(note) = &baseline.note {
+        let _ = writeln!(out, "Baseline's note: {note}\n");
+    }
     if run.smoke != baseline.smoke {
         let _ = writeln!(
             out,
