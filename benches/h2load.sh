@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# The h2load cross-check of issue 9: installs h2load (Debian's
-# nghttp2-client) when it is missing, then runs the gateway benchmark,
-# whose section 6 drives the gateway's replay path and the bare tonic echo
-# with h2load (4 connections x 16 streams) beside its own tonic client.
+# Cross-checks the gateway benchmark with h2load, a load generator that is
+# not tonic: installs h2load (Debian's nghttp2-client) when it is missing,
+# then runs the gateway benchmark, whose section 6 drives the gateway's
+# replay path and the bare tonic echo with h2load (4 connections x 16
+# streams) beside its own tonic client.
 #
 # The benchmark writes the request body h2load sends (a 5-byte gRPC frame
 # header + the encoded ImportSharedSessionRequest) to

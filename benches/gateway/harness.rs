@@ -112,9 +112,9 @@ pub struct EchoHandle {
 impl EchoHandle {
     /// Serves `response` to every call, as `Server::builder().serve(addr)`
     /// would: accepted sockets get TCP_NODELAY. With `nodelay` false the
-    /// listener is wrapped as `grpc::serve` wrapped the gateway's before
-    /// commit e20ffb3 (`TcpIncoming::from` alone leaves Nagle on, and
-    /// `Server::tcp_nodelay` does not apply to `serve_with_incoming*`).
+    /// listener is wrapped with `TcpIncoming::from` alone, which leaves
+    /// Nagle's algorithm on (`Server::tcp_nodelay` does not apply to
+    /// `serve_with_incoming*`): the cost of forgetting TCP_NODELAY.
     pub async fn start(response: ImportSharedSessionResponse, nodelay: bool) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind echo");
         let addr = listener.local_addr().expect("echo address");

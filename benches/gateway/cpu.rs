@@ -1,0 +1,98 @@
+//! Section 5: CPU per imported call on the miss path (a fresh token each,
+//! 16 in flight), the gateway's own CPU read from `/proc/PID/stat`.
+
+use std::fmt::Write as _;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt as _;
+
+use crate::harness::{self, import_request, with_tenant};
+use crate::measure::cpu_time;
+use crate::results::{Better, Results};
+use crate::throughput::Clients;
+use crate::{Env, Plan};
+
+/// One batch of miss-path imports against the gateway child.
+pub struct Batch {
+    /// The tokens imported, in order.
+    pub tokens: Vec<String>,
+    /// Imports answered OK and not replayed.
+    pub ok: usize,
+    pub wall: Duration,
+    /// The child's user+sys time over the batch.
+    pub child_cpu: Duration,
+    /// This process's (sandbox + client) user+sys time over the batch.
+    pub own_cpu: Duration,
+}
+
+/// Imports `n` fresh tokens, 16 in flight, timing the child's CPU.
+pub async fn import_batch(env: &Env, clients: &Clients, pid: &str, n: usize) -> Batch {
+    let tokens = harness::mint_tokens(&env.http, &env.base, n).await;
+    let (child_cpu, own_cpu, started) = (cpu_time(pid), cpu_time("self"), Instant::now());
+    let imported: Vec<bool> = futures::stream::iter(tokens.iter().enumerate())
+        .map(|(i, token)| {
+            let mut client = clients[i % clients.len()].clone();
+            let request = with_tenant(import_request(token));
+            async move {
+                client
+                    .import_shared_session(request)
+                    .await
+                    .is_ok_and(|r| !r.get_ref().replayed)
+            }
+        })
+        .buffered(16)
+        .collect()
+        .await;
+    Batch {
+        ok: imported.iter().filter(|ok| **ok).count(),
+        wall: started.elapsed(),
+        child_cpu: cpu_time(pid) - child_cpu,
+        own_cpu: cpu_time("self") - own_cpu,
+        tokens,
+    }
+}
+
+/// Section 5's table from the two batches [`crate::memory`] ran.
+pub fn report(out: &mut String, results: &mut Results, plan: &Plan, first: &Batch, second: &Batch) {
+    let _ = writeln!(
+        out,
+        "### 5. CPU per imported call on the miss path (fresh token each, 16 in flight)\n"
+    );
+    let _ = writeln!(
+        out,
+        "| process, batch | calls | wall | user+sys | CPU per call |\n| --- | ---: | ---: | ---: | ---: |"
+    );
+    for (name, batch) in [("first", first), ("second", second)] {
+        let per_call = |cpu: Duration| {
+            format!(
+                "{:.0} µs",
+                cpu.as_secs_f64() * 1e6 / (batch.ok.max(1) as f64)
+            )
+        };
+        let _ = writeln!(
+            out,
+            "| gateway (child, /proc/PID/stat), {name} {} | {} | {:.2} s | {:.2} s | {} |",
+            plan.distinct,
+            batch.ok,
+            batch.wall.as_secs_f64(),
+            batch.child_cpu.as_secs_f64(),
+            per_call(batch.child_cpu)
+        );
+        let _ = writeln!(
+            out,
+            "| for scale: sandbox + tonic client (this process, /proc/self/stat), {name} {} | {} | {:.2} s | {:.2} s | {} |",
+            plan.distinct,
+            batch.ok,
+            batch.wall.as_secs_f64(),
+            batch.own_cpu.as_secs_f64(),
+            per_call(batch.own_cpu)
+        );
+        results.record(
+            format!("cpu.{name}_batch.gateway_per_call"),
+            batch.child_cpu.as_secs_f64() * 1e6 / (batch.ok.max(1) as f64),
+            "us",
+            Better::Lower,
+        );
+    }
+    out.push('\n');
+}
