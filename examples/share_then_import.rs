@@ -1,6 +1,8 @@
 //! The README's first call: against `didit-share-gateway --sandbox`, share a
 //! finished KYC session of tenant `service-x` with `service-y`'s application,
-//! import it as `service-y`, and print what came back.
+//! import it as `service-y`, and print what came back; then watch
+//! service-y's session events while the sandbox's reviewer approves the
+//! imported session, and read the decision.
 //!
 //! ```text
 //! cargo run --example share_then_import -- --gateway http://127.0.0.1:50051 --sandbox http://127.0.0.1:8787
@@ -8,10 +10,14 @@
 
 use std::error::Error;
 
+use std::time::Duration;
+
 use didit_share_gateway::proto::import_service_client::ImportServiceClient;
+use didit_share_gateway::proto::session_service_client::SessionServiceClient;
 use didit_share_gateway::proto::share_service_client::ShareServiceClient;
 use didit_share_gateway::proto::{
-    ImportSharedSessionRequest, SessionKind, SessionStatus, ShareSessionRequest,
+    GetSessionRequest, ImportSharedSessionRequest, SessionKind, SessionStatus, ShareSessionRequest,
+    WatchSessionEventsRequest,
 };
 use serde_json::Value;
 use tonic::Request;
@@ -95,7 +101,7 @@ async fn main() -> Result<(), Box<dyn Error>> {
     );
 
     // 2. service-y imports it into its own workflow, for its own review.
-    let mut import = ImportServiceClient::connect(gateway).await?;
+    let mut import = ImportServiceClient::connect(gateway.clone()).await?;
     let request = ImportSharedSessionRequest {
         share_token: shared.share_token.clone(),
         workflow_id: y["workflows"][kind.as_str()]
@@ -159,5 +165,64 @@ async fn main() -> Result<(), Box<dyn Error>> {
         .map(|i| i.reason)
         .unwrap_or_default();
     println!("wrong tenant   -> {:?} {reason}", refused.code());
+
+    // 5. service-y watches its session events; the sandbox's reviewer
+    //    approves the imported session; the signed webhook Didit sends
+    //    arrives on the stream. Then service-y reads the decision.
+    let mut sessions = SessionServiceClient::connect(gateway).await?;
+    let mut watch = with_tenant(
+        "service-y",
+        WatchSessionEventsRequest {
+            after_event_id: String::new(),
+            webhook_types: vec!["status.updated".into()],
+        },
+    )?;
+    watch.set_timeout(Duration::from_secs(30));
+    let mut events = sessions.watch_session_events(watch).await?.into_inner();
+    let decided = if kind == "business" {
+        "APPROVED"
+    } else {
+        "Approved"
+    };
+    http.patch(format!(
+        "{sandbox}/_sandbox/sessions/{}",
+        imported.session_id
+    ))
+    .json(&serde_json::json!({ "status": decided }))
+    .send()
+    .await?
+    .error_for_status()?;
+    let event = loop {
+        let event = tokio::time::timeout(Duration::from_secs(10), events.message())
+            .await
+            .map_err(|_| "no session event within 10 s")??
+            .ok_or("the event stream ended")?;
+        if event.session_id == imported.session_id {
+            break event;
+        }
+    };
+    println!(
+        "WatchSessionEvents -> {} {} {:?} ({:?}), cursor {}",
+        event.webhook_type,
+        event.session_id,
+        SessionStatus::try_from(event.status).unwrap_or_default(),
+        event.status_raw,
+        event.event_id,
+    );
+    let decision = sessions
+        .get_session(with_tenant(
+            "service-y",
+            GetSessionRequest {
+                session_id: imported.session_id,
+            },
+        )?)
+        .await?
+        .into_inner();
+    println!(
+        "GetSession     -> {:?} ({:?}), vendor_data {:?}",
+        SessionStatus::try_from(decision.status).unwrap_or_default(),
+        decision.status_raw,
+        decision.vendor_data,
+    );
     Ok(())
 }

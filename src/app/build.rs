@@ -51,6 +51,18 @@ pub(super) fn state(
     metrics
         .replay_max_bytes
         .set(i64::try_from(config.replay.max_bytes).unwrap_or(i64::MAX));
+    let event_log = match &config.webhooks {
+        Some(webhooks) => {
+            Some(
+                super::webhooks::event_log(webhooks, &store).map_err(|e| ConfigError {
+                    file: config.source.clone(),
+                    key: "state.redis_url".into(),
+                    problem: format!("cannot open the session event log: {e}"),
+                })?,
+            )
+        }
+        None => None,
+    };
     let budgets = DiditBudget::new(store.clone(), config.upstream.budget_wait, metrics.clone());
     let client = DiditClient::new(config.upstream.clone(), metrics.clone())?.with_budgets(budgets);
     let gateway = Gateway::new(
@@ -77,8 +89,8 @@ pub(super) fn state(
         let _ = metrics.budget_wait_seconds.get_or_create(&labels);
     }
     let mut state = AppState::new(gateway, metrics, settings);
-    if let Some(webhooks) = &config.webhooks {
-        state = state.with_event_log(super::webhooks::event_log(webhooks));
+    if let Some(log) = event_log {
+        state = state.with_event_log(log);
     }
     Ok((Arc::new(state), options))
 }

@@ -1,6 +1,7 @@
 //! The webhook port beside the gRPC and admin ports, when `[webhooks]` is
 //! set: the event log the ingress appends to and `WatchSessionEvents`
-//! reads (the memory ring), and the ingress server, whose tenant secrets
+//! reads (Redis Streams, sealed, when the state is Redis, else the memory
+//! ring), and the ingress server, whose tenant secrets
 //! are looked up in the live settings so a reload (SIGHUP) applies at once.
 
 use std::net::SocketAddr;
@@ -12,16 +13,36 @@ use tokio::task::JoinHandle;
 
 use super::StartError;
 use crate::service::AppState;
+use crate::state::StateStore;
 use crate::webhooks::ingress::{self, Ingress, SecretLookup};
 use crate::webhooks::memory::MemoryLimits;
+use crate::webhooks::redis::RedisEventLog;
 use crate::webhooks::{
-    Clock, EventLog, MemoryEventLog, SystemClock, WebhookSecret, WebhooksConfig,
+    Clock, EventLog, EventLogError, MemoryEventLog, SystemClock, WebhookSecret, WebhooksConfig,
 };
 
-/// The event log for `config`: the in-process ring per tenant.
-pub(super) fn event_log(config: &WebhooksConfig) -> Arc<dyn EventLog> {
-    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    Arc::new(MemoryEventLog::new(MemoryLimits::from(config), clock))
+/// The event log for `config` beside `store`: with the Redis state, one
+/// stream per tenant on the same server, prefix and sealing key, shared by
+/// every replica; with the memory state, the in-process ring per tenant.
+pub(super) fn event_log(
+    config: &WebhooksConfig,
+    store: &StateStore,
+) -> Result<Arc<dyn EventLog>, EventLogError> {
+    Ok(match store {
+        StateStore::Redis(redis) => {
+            // `{key_prefix}:events:{tenant}`, beside the state's keys.
+            let share = redis.share();
+            let prefix = format!("{}:", share.key_prefix);
+            Arc::new(
+                RedisEventLog::new(share.client, &prefix, config, share.timeout)?
+                    .sealed(share.sealer),
+            )
+        }
+        StateStore::Memory(_) => {
+            let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+            Arc::new(MemoryEventLog::new(MemoryLimits::from(config), clock))
+        }
+    })
 }
 
 /// The tenants' webhook secrets, as the settings in force now hold them.

@@ -10,6 +10,7 @@
 //! {prefix}:done:{tenant:sha256hex}      pub/sub channel: "record" or "released"
 //! {prefix}:budget:{tenant}              GCRA theoretical arrival time, µs since the epoch
 //! {prefix}:pause:{tenant}               budget paused until, µs since the epoch
+//! {prefix}:events:{tenant}...           the session event log (`webhooks::redis`), sealed
 //! ```
 //!
 //! A tenant id is written as is when it is made of `A-Z a-z 0-9 - _ .`

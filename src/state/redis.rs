@@ -38,8 +38,23 @@ pub struct RedisStore {
     inner: Arc<Inner>,
 }
 
+/// What another Redis-backed part of the gateway (the session event log)
+/// needs to share this store's server, key prefix, sealing key and timeout.
+#[derive(Clone)]
+pub struct RedisShare {
+    /// A client for the store's server (its own connections).
+    pub client: redis::Client,
+    /// `[state] key_prefix`.
+    pub key_prefix: String,
+    /// Seals values with the store's encryption key.
+    pub sealer: Sealer,
+    /// `[state] response_timeout`.
+    pub timeout: Duration,
+}
+
 struct Inner {
     conn: ConnectionManager,
+    share: RedisShare,
     keys: Keys,
     sealer: Sealer,
     timeout: Duration,
@@ -80,6 +95,12 @@ impl RedisStore {
         let keys = Keys::new(&settings.key_prefix);
         let waiters = Waiters::default();
         let health = HealthSignal::new(Health::Unavailable);
+        let share = RedisShare {
+            client: client.clone(),
+            key_prefix: settings.key_prefix.clone(),
+            sealer: Sealer::new(&settings.encryption_key),
+            timeout: settings.response_timeout,
+        };
         let background = vec![
             tokio::spawn(background::check_health(
                 conn.clone(),
@@ -100,6 +121,7 @@ impl RedisStore {
         Ok(Self {
             inner: Arc::new(Inner {
                 conn,
+                share,
                 keys,
                 sealer: Sealer::new(&settings.encryption_key),
                 timeout: settings.response_timeout,
@@ -110,6 +132,11 @@ impl RedisStore {
                 background,
             }),
         })
+    }
+
+    /// The server, prefix, sealing key and timeout, for the event log.
+    pub fn share(&self) -> RedisShare {
+        self.inner.share.clone()
     }
 
     /// Runs one operation under the timeout; connection failures and

@@ -15,6 +15,11 @@
 //!   following what comes. A reader that falls behind the trimming is cut
 //!   off with `CursorExpired` at its next read.
 //!
+//! With a [`Sealer`] (the gateway always gives it the state's), each
+//! stored body is sealed (AES-256-GCM, the stream's key name as associated
+//! data): a Redis dump holds no webhook's personal data. A stored body that
+//! does not open is skipped with a warning naming its event id.
+//!
 //! Keys share the tenant's hash tag so a cluster keeps them in one slot:
 //! `{prefix}events:{<tenant>}`, `{prefix}events:{<tenant>}:trimmed` and
 //! `{prefix}events:{<tenant>}:seen:<sha256>`.
@@ -35,6 +40,7 @@ use super::event::WebhookEvent;
 use super::log::{
     Appended, EventId, EventLog, EventLogError, EventStream, StoredEvent, TypeFilter,
 };
+use crate::state::seal::Sealer;
 
 /// How long one `XREAD BLOCK` waits before it is issued again.
 const BLOCK: Duration = Duration::from_secs(5);
@@ -77,6 +83,7 @@ pub struct RedisEventLog {
     retention: Duration,
     timeout: Duration,
     append: Arc<redis::Script>,
+    sealer: Option<Sealer>,
 }
 
 impl RedisEventLog {
@@ -103,7 +110,16 @@ impl RedisEventLog {
             retention: config.retention,
             timeout,
             append: Arc::new(redis::Script::new(APPEND)),
+            sealer: None,
         })
+    }
+
+    /// The same log, sealing every body it stores with `sealer` (and
+    /// opening what it reads with it).
+    #[must_use]
+    pub fn sealed(mut self, sealer: Sealer) -> Self {
+        self.sealer = Some(sealer);
+        self
     }
 
     fn stream_key(&self, tenant: &str) -> String {
@@ -184,13 +200,20 @@ impl EventLog for RedisEventLog {
     async fn append(&self, tenant: &str, event: WebhookEvent) -> Result<Appended, EventLogError> {
         let mut conn = self.conn.clone();
         let retention_ms = u64::try_from(self.retention.as_millis()).unwrap_or(u64::MAX);
+        let stream = self.stream_key(tenant);
+        let body = match &self.sealer {
+            Some(sealer) => sealer
+                .seal(&stream, &event.raw)
+                .map_err(|_| EventLogError::Unavailable("append: sealing failed".into()))?,
+            None => event.raw.to_vec(),
+        };
         let mut invocation = self.append.prepare_invoke();
         invocation
-            .key(self.stream_key(tenant))
+            .key(stream)
             .key(self.seen_key(tenant, &event.delivery_key))
             .key(self.trimmed_key(tenant))
             .arg(self.max_events)
-            .arg(event.raw.as_ref())
+            .arg(body)
             .arg(retention_ms);
         let (id, duplicate): (String, i64) = self
             .bounded("append", invocation.invoke_async(&mut conn))
@@ -314,7 +337,17 @@ impl Reader {
                 .find(|kv| kv[0] == b"body")
                 .and_then(|kv| kv.get(1));
             let Some(body) = body else { continue };
-            let Ok(event) = WebhookEvent::parse(Bytes::copy_from_slice(body)) else {
+            let body = match &self.log.sealer {
+                Some(sealer) => match sealer.open(&self.key, body) {
+                    Ok(plain) => Bytes::from(plain),
+                    Err(_) => {
+                        tracing::warn!(event_id = %id, "skipping a stored event that does not open with the state's encryption key");
+                        continue;
+                    }
+                },
+                None => Bytes::copy_from_slice(body),
+            };
+            let Ok(event) = WebhookEvent::parse(body) else {
                 tracing::warn!(event_id = %id, "skipping a stored event that does not parse");
                 continue;
             };

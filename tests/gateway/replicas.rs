@@ -3,8 +3,9 @@
 //! over the gateways reach Didit once, a retry on another gateway is
 //! replayed, a lost answer is recovered by whichever gateway gets the
 //! retry, a Redis outage is a clear STATE_UNAVAILABLE (nothing sent to
-//! Didit) with share/import health NOT_SERVING, and Redis never holds
-//! vendor_data in clear.
+//! Didit) with share/import health NOT_SERVING, Redis never holds
+//! vendor_data in clear, and a webhook received by one gateway reaches a
+//! watcher on another (sealed in Redis too).
 
 use std::time::Duration;
 
@@ -12,9 +13,11 @@ use base64::Engine as _;
 use didit_sandbox::{Sandbox, SandboxConfig, Stats};
 use didit_share_gateway::app::{self, Running, StartOptions};
 use didit_share_gateway::proto::import_service_client::ImportServiceClient;
+use didit_share_gateway::proto::session_service_client::SessionServiceClient;
 use didit_share_gateway::proto::share_service_client::ShareServiceClient;
 use didit_share_gateway::proto::{
     ImportSharedSessionRequest, ImportSharedSessionResponse, ShareSessionRequest,
+    WatchSessionEventsRequest,
 };
 use didit_share_gateway::state::{Backend, StateConfig};
 use serde_json::{Value, json};
@@ -340,6 +343,90 @@ async fn a_redis_dump_holds_no_vendor_data_in_clear() {
         .windows(imported.session_id.len())
         .any(|w| w == imported.session_id.as_bytes());
     assert!(!id_found, "the session id readable in the dump");
+    group.stop().await;
+}
+
+#[tokio::test]
+async fn a_webhook_on_one_gateway_reaches_a_watcher_on_another_sealed_in_redis() {
+    let Some(mut group) = Group::start(0).await else {
+        return;
+    };
+    // Two gateways with a webhook port; the sandbox delivers to the first.
+    for _ in 0..2 {
+        let mut config = group.config();
+        app::sandbox_webhooks(&mut config, "127.0.0.1:0".parse().unwrap());
+        let options = StartOptions {
+            drain_delay: Some(Duration::from_millis(20)),
+            ..StartOptions::default()
+        };
+        let running = app::start(config, options).await.unwrap();
+        let channel = Channel::from_shared(format!("http://{}", running.grpc_addr))
+            .unwrap()
+            .connect_lazy();
+        group.replicas.push(Replica { running, channel });
+    }
+    let first = &group.replicas[0].running;
+    app::register_sandbox_webhooks(
+        &group.sandbox,
+        &first.config(),
+        first.webhooks_addr.unwrap(),
+    )
+    .unwrap();
+
+    // service-y watches on the second gateway...
+    let mut watch = SessionServiceClient::new(group.replicas[1].channel.clone())
+        .watch_session_events(with_tenant(
+            "service-y",
+            WatchSessionEventsRequest {
+                after_event_id: String::new(),
+                webhook_types: vec!["status.updated".into()],
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    // ...imports through the first; the sandbox's webhook for the new
+    // session goes to the first gateway.
+    let (_, token) = group.token_for_y().await;
+    let vendor_data = "vendor-secret-webhook-77";
+    let imported = group.import(0, &token, vendor_data).await.unwrap();
+    let event = loop {
+        let event = tokio::time::timeout(Duration::from_secs(10), watch.message())
+            .await
+            .expect("the event within 10 s")
+            .unwrap()
+            .expect("the stream goes on");
+        if event.session_id == imported.session_id {
+            break event;
+        }
+    };
+    assert_eq!(event.webhook_type, "status.updated");
+    assert_eq!(event.vendor_data, vendor_data);
+
+    // The stream entry is sealed: neither the vendor_data nor the session
+    // id is readable in a dump.
+    let mut conn = redis::Client::open(group.redis.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg("replicas:events:*")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(!keys.is_empty(), "the event is in a Redis stream");
+    redis::cmd("SAVE")
+        .query_async::<()>(&mut conn)
+        .await
+        .unwrap();
+    let dump = std::fs::read(group.redis.dir().join("dump.rdb")).unwrap();
+    for secret in [vendor_data, imported.session_id.as_str()] {
+        assert!(
+            !dump.windows(secret.len()).any(|w| w == secret.as_bytes()),
+            "{secret} readable in the dump"
+        );
+    }
     group.stop().await;
 }
 
