@@ -4,13 +4,14 @@
 //! key, token, vendor_data or personal field in clear. `[audit] enabled =
 //! false` turns it off. Its own binary: it installs the global subscriber.
 
+#[path = "support/captured.rs"]
+mod captured;
 #[path = "gateway/env.rs"]
 mod common;
 
-use std::io::Write;
-use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use captured::Captured;
 use common::{TestEnv, demo, eventually, reason, with_tenant};
 use didit_sandbox::SandboxConfig;
 use didit_share_gateway::audit::sha256_prefix;
@@ -22,27 +23,17 @@ use didit_share_gateway::telemetry;
 use serde_json::{Value, json};
 use tonic::Code;
 use tracing_subscriber::EnvFilter;
-use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::util::SubscriberInitExt as _;
 
-/// Everything written to it, shared.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Captured {
-    fn lines(&self) -> Vec<Value> {
-        let bytes = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        String::from_utf8_lossy(&bytes)
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
-            .collect()
-    }
-
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap_or_else(PoisonError::into_inner)).into()
-    }
-
+/// The audit events among the captured lines.
+trait AuditEvents {
     /// The audit events of `request_id`.
+    fn audit(&self, request_id: &str) -> Vec<Value>;
+    /// The one audit event of `request_id`.
+    fn one(&self, request_id: &str) -> Value;
+}
+
+impl AuditEvents for Captured {
     fn audit(&self, request_id: &str) -> Vec<Value> {
         self.lines()
             .into_iter()
@@ -50,31 +41,10 @@ impl Captured {
             .collect()
     }
 
-    /// The one audit event of `request_id`.
     fn one(&self, request_id: &str) -> Value {
         let mut events = self.audit(request_id);
         assert_eq!(events.len(), 1, "audit events of {request_id}: {events:?}");
         events.remove(0)
-    }
-}
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> MakeWriter<'a> for Captured {
-    type Writer = Captured;
-    fn make_writer(&'a self) -> Self::Writer {
-        self.clone()
     }
 }
 

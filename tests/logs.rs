@@ -3,13 +3,14 @@
 //! key, share token or personal field may appear anywhere, and every
 //! per-call line names its request id, tenant, method, code and latency.
 
+#[path = "support/captured.rs"]
+mod captured;
 #[path = "gateway/env.rs"]
 mod common;
 
-use std::io::Write;
-use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use captured::Captured;
 use common::{READ_ONLY_TENANT, TestEnv, demo, reason, with_tenant};
 use didit_sandbox::SandboxConfig;
 use didit_share_gateway::proto::{ImportSharedSessionRequest, ShareSessionRequest};
@@ -17,39 +18,7 @@ use didit_share_gateway::telemetry;
 use serde_json::{Value, json};
 use tonic::Code;
 use tracing_subscriber::EnvFilter;
-use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::util::SubscriberInitExt as _;
-
-/// Everything written to it, shared.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Captured {
-    fn text(&self) -> String {
-        let bytes = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        String::from_utf8_lossy(&bytes).into_owned()
-    }
-}
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> MakeWriter<'a> for Captured {
-    type Writer = Captured;
-    fn make_writer(&'a self) -> Self::Writer {
-        self.clone()
-    }
-}
 
 /// What the log must never contain.
 #[derive(Default)]

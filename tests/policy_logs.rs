@@ -3,19 +3,19 @@
 //! partner and the agreement. Its own binary: it installs the process's
 //! subscriber, so it sees every line the gateway writes, from every thread.
 
+#[path = "support/captured.rs"]
+mod captured;
 #[path = "gateway/env.rs"]
 mod env;
 #[path = "gateway/policy_setup.rs"]
 mod policy_setup;
 
-use std::sync::{Arc, Mutex, PoisonError};
-
 use didit_share_gateway::proto::{ImportSharedSessionRequest, ShareSessionRequest};
 use didit_share_gateway::telemetry;
 use tracing_subscriber::EnvFilter;
-use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::util::SubscriberInitExt as _;
 
+use captured::Captured;
 use env::{TestEnv, demo, with_tenant};
 use policy_setup::{X_OPEN, start, token};
 
@@ -26,42 +26,6 @@ async fn policy_warning_and_audit_events_are_written() {
     start_up_warns_once_naming_the_tenants_without_a_policy(&captured);
     audit_events_name_the_partner_and_the_agreement(&captured, &env).await;
     env.stop().await;
-}
-
-/// Log lines written by the gateway, captured in memory.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Captured {
-    /// The JSON lines written so far.
-    fn lines(&self) -> Vec<serde_json::Value> {
-        let bytes = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        String::from_utf8_lossy(&bytes)
-            .lines()
-            .filter_map(|l| serde_json::from_str(l).ok())
-            .collect()
-    }
-}
-
-impl std::io::Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .extend_from_slice(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> MakeWriter<'a> for Captured {
-    type Writer = Captured;
-    fn make_writer(&'a self) -> Self::Writer {
-        self.clone()
-    }
 }
 
 /// The process's subscriber, writing JSON lines (audit events included)

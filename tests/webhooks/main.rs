@@ -2,14 +2,17 @@
 //! signatures (vectors computed outside Rust), the ingress answers, and
 //! subscribers reading the memory log while deliveries arrive over HTTP.
 
+#[path = "../support/captured.rs"]
+mod captured;
 mod delivery;
 mod signatures;
 mod streams;
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime};
 
+pub use captured::Captured;
 use didit_share_gateway::webhooks::ingress::{self, Ingress};
 use didit_share_gateway::webhooks::memory::MemoryLimits;
 use didit_share_gateway::webhooks::{
@@ -150,31 +153,6 @@ pub fn status_body(session_id: &str, status: &str, seq: usize) -> Vec<u8> {
         "timestamp": NOW,
     }))
     .unwrap()
-}
-
-/// Everything logged, shared.
-#[derive(Clone, Default)]
-pub struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Captured {
-    /// The text so far.
-    pub fn text(&self) -> String {
-        let bytes = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        String::from_utf8_lossy(&bytes).into_owned()
-    }
-}
-
-impl std::io::Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
 }
 
 /// The process-wide log capture, installed before any ingress serves (a
