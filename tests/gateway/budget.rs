@@ -12,8 +12,9 @@ use crate::state::server::RedisServer;
 use didit_sandbox::{Sandbox, SandboxConfig};
 use didit_share_gateway::app::{self, Running, StartOptions};
 use didit_share_gateway::config::{AuthConfig, Config};
-use didit_share_gateway::proto::ShareSessionRequest;
+use didit_share_gateway::proto::import_service_client::ImportServiceClient;
 use didit_share_gateway::proto::share_service_client::ShareServiceClient;
+use didit_share_gateway::proto::{ImportSharedSessionRequest, ShareSessionRequest};
 use didit_share_gateway::state::{EncryptionKey, RedisStore, StateStore};
 use serde_json::json;
 use tonic::transport::Channel;
@@ -369,13 +370,15 @@ async fn replica(
     (running, ShareServiceClient::new(channel))
 }
 
-/// A sandbox and two gateways whose budgets live in one `redis-server`.
-async fn two_replicas(
+/// A sandbox and `n` gateways whose state (budgets, replay records)
+/// lives in one `redis-server`.
+async fn replicas_on_redis(
+    n: usize,
     tweak: impl Fn(&mut Config),
 ) -> Option<(
     RedisServer,
     Sandbox,
-    [(Running, ShareServiceClient<Channel>); 2],
+    Vec<(Running, ShareServiceClient<Channel>)>,
 )> {
     didit_share_gateway::install_crypto_provider();
     let server = RedisServer::start()?;
@@ -391,35 +394,87 @@ async fn two_replicas(
     let sandbox = Sandbox::start(listener, SandboxConfig::default())
         .await
         .unwrap();
-    let a = replica(&sandbox.base_url(), store().await, &tweak).await;
-    let b = replica(&sandbox.base_url(), store().await, &tweak).await;
-    Some((server, sandbox, [a, b]))
+    let mut replicas = Vec::new();
+    for _ in 0..n {
+        replicas.push(replica(&sandbox.base_url(), store().await, &tweak).await);
+    }
+    Some((server, sandbox, replicas))
 }
 
-#[tokio::test]
-async fn two_replicas_share_one_budget_through_redis() {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_replicas_driven_hard_share_one_budget_and_never_refuse_replays() {
+    const SECONDS: u64 = 30;
     let burst = 5u64;
-    let Some((_server, sandbox, replicas)) = two_replicas(|config| {
+    let Some((_server, sandbox, replicas)) = replicas_on_redis(3, |config| {
         config.upstream.budget_wait = Duration::ZERO;
-        budget(config, "service-x", 60, burst as u32);
+        budget(config, "service-y", 60, burst as u32);
     })
     .await
     else {
         return;
     };
-    // Both replicas driven hard for 3 s (the 3 × 30 s, shortened).
+    let y = demo("service-y");
+    let http = reqwest::Client::new();
+    let imports: Vec<_> = replicas
+        .iter()
+        .map(|(running, _)| {
+            let channel = Channel::from_shared(format!("http://{}", running.grpc_addr))
+                .unwrap()
+                .connect_lazy();
+            ImportServiceClient::new(channel)
+        })
+        .collect();
+    // One finished import of service-y (its first budget slot), to replay.
+    let created: serde_json::Value = http
+        .post(format!("{}/_sandbox/sessions", sandbox.base_url()))
+        .json(&json!({"application_id": demo("service-x").application_id,
+                      "session_kind": "user", "status": "Approved"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = replicas[0]
+        .1
+        .clone()
+        .share_session(with_tenant(
+            "service-x",
+            share_request(created["session_id"].as_str().unwrap()),
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .share_token;
+    let import = ImportSharedSessionRequest {
+        share_token: token,
+        workflow_id: y.workflows.user.clone(),
+        vendor_data: String::new(),
+        trust_review: false,
+    };
+    let first = imports[0]
+        .clone()
+        .import_shared_session(with_tenant("service-y", import.clone()))
+        .await
+        .unwrap()
+        .into_inner();
+    let (shares_before, imports_before) =
+        (sandbox.stats().share_calls, sandbox.stats().import_calls);
+
+    // Every replica driven hard: service-y's writes (shares of unknown
+    // sessions, each one upstream call) and replays of the import.
     let started = Instant::now();
-    let stop_at = started + Duration::from_secs(3);
+    let stop_at = started + Duration::from_secs(SECONDS);
     let refused = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let replayed = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let mut drivers = Vec::new();
-    for (_, client) in &replicas {
-        for _ in 0..3 {
-            let (client, refused) = (client.clone(), Arc::clone(&refused));
+    for ((_, shares), imports) in replicas.iter().zip(&imports) {
+        for _ in 0..2 {
+            let (mut client, refused) = (shares.clone(), Arc::clone(&refused));
             drivers.push(tokio::spawn(async move {
-                let mut client = client;
                 while Instant::now() < stop_at {
                     let status = client
-                        .share_session(with_tenant("service-x", unknown_share()))
+                        .share_session(with_tenant("service-y", unknown_share()))
                         .await
                         .unwrap_err();
                     match reason(&status).as_str() {
@@ -432,17 +487,45 @@ async fn two_replicas_share_one_budget_through_redis() {
                 }
             }));
         }
+        let (mut client, request, replayed) =
+            (imports.clone(), import.clone(), Arc::clone(&replayed));
+        let session_id = first.session_id.clone();
+        drivers.push(tokio::spawn(async move {
+            while Instant::now() < stop_at {
+                let again = client
+                    .import_shared_session(with_tenant("service-y", request.clone()))
+                    .await
+                    .expect("a replay is never refused");
+                assert!(again.get_ref().replayed);
+                assert_eq!(again.get_ref().session_id, session_id);
+                replayed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+        }));
     }
     for driver in drivers {
         driver.await.unwrap();
     }
-    let elapsed = started.elapsed().as_secs();
-    let sent = sandbox.stats().share_calls;
+    let elapsed = started.elapsed().as_secs_f64();
+    let sent = sandbox.stats().share_calls - shares_before;
+    // GCRA at 60 per minute: the burst (less the slot the import took),
+    // then one per second; one more for a slot falling on the boundary.
+    let most = burst + elapsed.ceil() as u64;
+    eprintln!(
+        "three replicas, {elapsed:.1} s: {sent} upstream writes (at most {most}), {} refused, {} replays",
+        refused.load(std::sync::atomic::Ordering::Relaxed),
+        replayed.load(std::sync::atomic::Ordering::Relaxed),
+    );
     assert!(
-        sent >= burst && sent <= burst + elapsed,
-        "{sent} upstream writes in {elapsed} s across both replicas"
+        sent <= most && sent + 2 >= most - burst,
+        "{sent} upstream writes in {elapsed:.1} s across three replicas (at most {most})"
     );
     assert!(refused.load(std::sync::atomic::Ordering::Relaxed) > 0);
+    assert!(replayed.load(std::sync::atomic::Ordering::Relaxed) > 0);
+    assert_eq!(
+        sandbox.stats().import_calls,
+        imports_before,
+        "replays stay replays"
+    );
     for (running, _) in replicas {
         running.shutdown().await.unwrap();
     }
@@ -451,11 +534,13 @@ async fn two_replicas_share_one_budget_through_redis() {
 
 #[tokio::test]
 async fn a_429_on_one_replica_pauses_the_tenant_on_the_other() {
-    let Some((_server, sandbox, [(a, mut client_a), (b, mut client_b)])) =
-        two_replicas(|config| budget(config, "service-x", 600, 50)).await
+    let Some((_server, sandbox, replicas)) =
+        replicas_on_redis(2, |config| budget(config, "service-x", 600, 50)).await
     else {
         return;
     };
+    let [(a, mut client_a), (b, mut client_b)]: [_; 2] =
+        replicas.try_into().ok().expect("two replicas");
     let http = reqwest::Client::new();
     let faults = |body: serde_json::Value| {
         let request = http
