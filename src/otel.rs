@@ -197,6 +197,58 @@ where
     }
 }
 
+/// The client span of one HTTP attempt (OpenTelemetry HTTP semantic
+/// conventions): method, URL without query, server address; the status
+/// is recorded when the answer arrives ([`record_http_outcome`]). Never a
+/// key, token or body field.
+pub fn http_client_span(method: &'static str, url: &str, attempt: u32) -> tracing::Span {
+    let url = url_without_query(url);
+    let (address, port) = reqwest::Url::parse(url)
+        .ok()
+        .map(|u| {
+            (
+                u.host_str().unwrap_or_default().to_owned(),
+                u.port_or_known_default(),
+            )
+        })
+        .unwrap_or_default();
+    let span = tracing::info_span!(
+        "upstream",
+        "otel.kind" = "client",
+        "otel.name" = method,
+        "otel.status_code" = tracing::field::Empty,
+        "http.request.method" = method,
+        "url.full" = url,
+        "server.address" = %address,
+        "server.port" = port.map(i64::from),
+        "http.request.resend_count" = attempt.saturating_sub(1),
+        "http.response.status_code" = tracing::field::Empty,
+        "error.type" = tracing::field::Empty,
+        trace_id = tracing::field::Empty,
+        span_id = tracing::field::Empty,
+    );
+    record_ids(&span);
+    span
+}
+
+/// Records an attempt's outcome on its client span: the HTTP status, and
+/// an error for 4xx/5xx or no answer (`None`).
+pub fn record_http_outcome(span: &tracing::Span, status: Option<u16>) {
+    match status {
+        Some(status) => {
+            span.record("http.response.status_code", i64::from(status));
+            if status >= 400 {
+                span.record("otel.status_code", "ERROR");
+                span.record("error.type", status.to_string());
+            }
+        }
+        None => {
+            span.record("otel.status_code", "ERROR");
+            span.record("error.type", "transport");
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -6,9 +6,10 @@
 use serde::Deserialize;
 use uuid::Uuid;
 
+use super::answer::{answer_kind, read_answer};
 use super::classify::Endpoint;
 use super::failure::DiditError;
-use super::transport::{CallContext, DiditClient, answer_kind, read_answer};
+use super::transport::{CallContext, DiditClient};
 use crate::session::ImportedSession;
 use crate::tenant::ApiKey;
 

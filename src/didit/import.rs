@@ -4,9 +4,10 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::answer::{answer_kind, read_answer};
 use super::classify::Endpoint;
 use super::failure::DiditError;
-use super::transport::{CallContext, DiditClient, answer_kind, read_answer};
+use super::transport::{CallContext, DiditClient};
 use crate::session::{ImportRequest, ImportedSession};
 use crate::tenant::ApiKey;
 

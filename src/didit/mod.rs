@@ -5,6 +5,7 @@
 //! `classify` reading every refusal into a [`DiditError`] (`failure`) and
 //! `retry` deciding which failed attempts are sent again, and how soon.
 
+mod answer;
 mod classify;
 mod decision;
 mod failure;

@@ -7,10 +7,11 @@
 use bytes::Bytes;
 use tokio::time::Instant;
 
+use super::answer::protocol;
 use super::classify::{Endpoint, classify, parse_retry_after};
 use super::failure::DiditError;
 use super::retry::{AttemptError, retryable};
-use super::transport::{CallContext, DiditClient, protocol};
+use super::transport::{CallContext, DiditClient};
 use crate::metrics::{EndpointLabels, UpstreamLabels};
 use crate::tenant::ApiKey;
 

@@ -6,9 +6,10 @@ use std::time::SystemTime;
 
 use serde::Deserialize;
 
+use super::answer::read_answer;
 use super::classify::Endpoint;
 use super::failure::DiditError;
-use super::transport::{CallContext, DiditClient, read_answer};
+use super::transport::{CallContext, DiditClient};
 use crate::tenant::ApiKey;
 
 /// Largest page asked for (Didit's maximum).
@@ -69,7 +70,7 @@ impl DiditClient {
         query.push(("limit", PAGE_SIZE.to_string()));
         loop {
             let mut url = reqwest::Url::parse("http://x/v3/sessions/")
-                .map_err(|e| super::transport::protocol(0, format!("list url: {e}")))?;
+                .map_err(|e| super::answer::protocol(0, format!("list url: {e}")))?;
             url.query_pairs_mut()
                 .extend_pairs(query.iter().map(|(k, v)| (*k, v.as_str())))
                 .append_pair("offset", &rows.len().to_string());

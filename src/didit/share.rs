@@ -7,9 +7,10 @@ use std::time::{Duration, SystemTime};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use super::answer::{answer_kind, protocol, read_answer};
 use super::classify::Endpoint;
 use super::failure::DiditError;
-use super::transport::{CallContext, DiditClient, answer_kind, protocol, read_answer};
+use super::transport::{CallContext, DiditClient};
 use crate::session::{ShareOutcome, ShareRequest, ShareToken};
 use crate::tenant::ApiKey;
 

@@ -5,24 +5,23 @@
 //! the gateway, because a second import POST is answered 403), and the
 //! tenant's Didit budget, charged right before every attempt and paused on
 //! Didit's 429 ([`crate::budget`]). The endpoints themselves are
-//! `share.rs` and `import.rs`.
+//! `share.rs` and `import.rs`; reading their 2xx answers is `answer.rs`.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use serde::Serialize;
-use serde::de::DeserializeOwned;
 use tokio::time::Instant;
 use tracing::Instrument as _;
 
+use super::answer::protocol;
 use super::classify::{Endpoint, classify, parse_retry_after, reset_after};
 use super::failure::DiditError;
 use super::retry::{AttemptError, RetryBudget, retryable};
 use crate::budget::{DiditBudget, Refusal, TenantBudget};
 use crate::config::UpstreamConfig;
 use crate::metrics::{EndpointLabels, Metrics, UpstreamLabels};
-use crate::session::SessionKind;
 use crate::tenant::ApiKey;
 
 /// Largest upstream body the gateway reads (a cloned session with every
@@ -133,7 +132,7 @@ impl DiditClient {
             }
             let result = self
                 .attempt(endpoint, &url, key, body.clone(), secrets, ctx)
-                .instrument(client_span(&url, attempt))
+                .instrument(crate::otel::http_client_span("POST", &url, attempt))
                 .await;
             let err = match result {
                 Ok(ok) => return Ok(ok),
@@ -254,19 +253,7 @@ impl DiditClient {
                 endpoint: endpoint.label(),
             })
             .observe(elapsed.as_secs_f64());
-        match &outcome {
-            Ok((status, ..)) => {
-                span.record("http.response.status_code", i64::from(*status));
-                if *status >= 400 {
-                    span.record("otel.status_code", "ERROR");
-                    span.record("error.type", status.to_string());
-                }
-            }
-            Err(_) => {
-                span.record("otel.status_code", "ERROR");
-                span.record("error.type", "transport");
-            }
-        }
+        crate::otel::record_http_outcome(&span, outcome.as_ref().ok().map(|(status, ..)| *status));
         let status_label = match &outcome {
             Ok((status, ..)) => status.to_string(),
             Err(_) => "error".to_owned(),
@@ -364,41 +351,6 @@ impl DiditClient {
     }
 }
 
-/// A 2xx answer (or a request body) the gateway cannot use.
-pub(super) fn protocol(status: u16, cause: String) -> DiditError {
-    DiditError::Protocol { cause, status }
-}
-
-/// A 2xx answer of `endpoint` (status `status`), read as `T`.
-pub(super) fn read_answer<T: DeserializeOwned>(
-    endpoint: Endpoint,
-    status: u16,
-    body: &[u8],
-) -> Result<T, DiditError> {
-    serde_json::from_slice(body).map_err(|e| {
-        let endpoint = endpoint.label();
-        protocol(
-            status,
-            format!("{endpoint} answer is not the expected JSON: {e}"),
-        )
-    })
-}
-
-/// The `session_kind` of a 2xx answer of `endpoint`.
-pub(super) fn answer_kind(
-    endpoint: Endpoint,
-    status: u16,
-    raw: &str,
-) -> Result<SessionKind, DiditError> {
-    SessionKind::parse(raw).ok_or_else(|| {
-        let endpoint = endpoint.label();
-        protocol(
-            status,
-            format!("{endpoint} answer has an unknown session_kind"),
-        )
-    })
-}
-
 /// Classifies a reqwest failure without keeping its text (it may hold the URL).
 fn transport_error(err: reqwest::Error) -> AttemptError {
     if err.is_timeout() {
@@ -423,37 +375,4 @@ fn transport_error(err: reqwest::Error) -> AttemptError {
             maybe_sent: true,
         }
     }
-}
-
-/// The client span of one Didit attempt (OpenTelemetry HTTP semantic
-/// conventions): method, URL without query, server address; the status
-/// is recorded when the answer arrives. Never a key, token or body field.
-fn client_span(url: &str, attempt: u32) -> tracing::Span {
-    let url = crate::otel::url_without_query(url);
-    let (address, port) = reqwest::Url::parse(url)
-        .ok()
-        .map(|u| {
-            (
-                u.host_str().unwrap_or_default().to_owned(),
-                u.port_or_known_default(),
-            )
-        })
-        .unwrap_or_default();
-    let span = tracing::info_span!(
-        "upstream",
-        "otel.kind" = "client",
-        "otel.name" = "POST",
-        "otel.status_code" = tracing::field::Empty,
-        "http.request.method" = "POST",
-        "url.full" = url,
-        "server.address" = %address,
-        "server.port" = port.map(i64::from),
-        "http.request.resend_count" = attempt.saturating_sub(1),
-        "http.response.status_code" = tracing::field::Empty,
-        "error.type" = tracing::field::Empty,
-        trace_id = tracing::field::Empty,
-        span_id = tracing::field::Empty,
-    );
-    crate::otel::record_ids(&span);
-    span
 }
