@@ -376,8 +376,10 @@ impl RedisStore {
             .scripts
             .charge
             .key(self.inner.keys.budget(tenant));
+        // The script counts whole microseconds; a rate above 60,000,000 a
+        // minute (an interval under 1 µs) is charged as 1 µs, never as 0.
         call.key(self.inner.keys.pause(tenant))
-            .arg(micros(budget.emission_interval()))
+            .arg(micros(budget.emission_interval()).max(1))
             .arg(micros(budget.tolerance()))
             .arg(micros(max_wait));
         let (charged, wait_us): (i64, i64) = self

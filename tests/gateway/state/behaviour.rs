@@ -230,6 +230,18 @@ pub async fn two_replicas_share_one_budget(a: StateStore, b: StateStore) {
     assert_eq!(other, Charge::Now, "tenants have their own budgets");
 }
 
+/// The highest rate a config can hold (u32::MAX a minute, an interval
+/// under 1 µs) charges like an unlimited budget, on either backend.
+pub async fn the_highest_rate_charges_without_refusing(a: StateStore, b: StateStore) {
+    let budget = Budget::new(u32::MAX, 1).unwrap();
+    let got = charges([&a, &b], 20, budget, Duration::from_secs(1)).await;
+    assert!(
+        got.iter()
+            .all(|c| matches!(c, Charge::Now | Charge::After(_))),
+        "{got:?}"
+    );
+}
+
 /// 60/min, burst 2, waiting up to 5 s: two now, then reserved slots about
 /// 1 s apart, then refusals that reserve nothing.
 pub async fn a_charge_waits_for_its_slot_within_max_wait(a: StateStore, b: StateStore) {

@@ -93,6 +93,7 @@ on_both_backends!(
     a_wait_ends_at_its_deadline_while_the_lease_is_held,
     an_in_doubt_mark_is_shared_and_cleared_by_the_answer,
     two_replicas_share_one_budget,
+    the_highest_rate_charges_without_refusing,
     a_charge_waits_for_its_slot_within_max_wait,
     a_pause_holds_the_budget_on_every_replica,
 );
