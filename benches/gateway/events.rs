@@ -1,8 +1,12 @@
-//! Section 7: session events. A gateway with its webhook port (memory
-//! event log), `subscribers` idle `WatchSessionEvents` streams of one
-//! tenant (the memory they cost, per stream, from this process's RSS), then
-//! signed webhooks posted to the port at a fixed rate: the delay from the
-//! POST being sent to each subscriber receiving the event, p50 and p99.
+//! Section 8: session events. A gateway with its webhook port,
+//! `subscribers` idle `WatchSessionEvents` streams of one tenant (the
+//! memory they cost, per stream, from this process's RSS and, with Redis,
+//! the server's), then signed webhooks posted to the port at a fixed rate:
+//! the delay from the POST being sent to each subscriber receiving the
+//! event, p50 and p99, beside the POST's own HTTP round trip (sent to
+//! `200` received). Run twice side by side: with the memory event log and,
+//! when `redis-server` is installed, with the Redis state (whose event log
+//! is the Redis Streams one).
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -12,11 +16,15 @@ use std::time::{Duration, Instant, SystemTime};
 use didit_share_gateway::app::{self, StartOptions};
 use didit_share_gateway::proto::WatchSessionEventsRequest;
 use didit_share_gateway::proto::session_service_client::SessionServiceClient;
+use didit_share_gateway::state::StateConfig;
 use didit_share_gateway::webhooks::signature::sign;
 use didit_share_gateway::webhooks::{WebhookSecret, WebhookSecretSource};
 use tonic::transport::Channel;
 
+use crate::format::verdict;
 use crate::measure::{Samples, rss};
+use crate::redis_backend::RedisServer;
+use crate::results::{Better, Results};
 
 /// Subscribers, events per second and how long the sender runs.
 pub struct EventsPlan {
@@ -25,8 +33,124 @@ pub struct EventsPlan {
     pub duration: Duration,
 }
 
-/// Runs the section and writes its table to `out`.
-pub async fn events(out: &mut String, plan: &EventsPlan) {
+/// What one run measured.
+struct Measured {
+    total: usize,
+    rate: f64,
+    delivery: Samples,
+    post: Samples,
+    refused: usize,
+    short: usize,
+    /// This process's RSS delta per idle subscriber (client and server ends).
+    per_subscriber: u64,
+    /// redis-server's RSS delta per idle subscriber, with Redis.
+    redis_per_subscriber: Option<u64>,
+}
+
+/// Runs the section (memory, then Redis when `redis` is given) and writes
+/// its table to `out`.
+pub async fn events(
+    out: &mut String,
+    results: &mut Results,
+    plan: &EventsPlan,
+    redis: Option<&RedisServer>,
+) {
+    let memory = run_once(plan, None).await;
+    let redis = match redis {
+        Some(server) => Some(run_once(plan, Some(server)).await),
+        None => None,
+    };
+    let _ = writeln!(
+        out,
+        "### 8. Session events (webhook port to WatchSessionEvents)\n\n\
+         {} subscribers of one tenant, {} signed webhooks posted at {:.0}/s (target {}/s) over \
+         {:.1} s per run; the memory event log, then {}. The webhook's HTTP round trip is the \
+         POST as its sender sees it (sent to `200` received, reqwest on loopback).\n",
+        plan.subscribers,
+        memory.total,
+        memory.rate,
+        plan.per_second,
+        plan.duration.as_secs_f64(),
+        if redis.is_some() {
+            "the Redis state (Redis Streams event log, sealed) on the section 9 redis-server"
+        } else {
+            "no Redis run (redis-server not on PATH)"
+        },
+    );
+    let _ = writeln!(out, "| metric | memory | Redis |\n| --- | ---: | ---: |");
+    let ms = |s: &Samples, p: f64| format!("{:.2} ms", s.pct(p).as_secs_f64() * 1e3);
+    let row = |out: &mut String, name: &str, f: &dyn Fn(&Measured) -> String| {
+        let _ = writeln!(
+            out,
+            "| {name} | {} | {} |",
+            f(&memory),
+            redis.as_ref().map_or_else(|| "—".to_owned(), f)
+        );
+    };
+    row(out, "webhook to subscriber p50", &|m| ms(&m.delivery, 0.5));
+    row(out, "webhook to subscriber p99", &|m| ms(&m.delivery, 0.99));
+    row(out, "webhook POST round trip p50", &|m| ms(&m.post, 0.5));
+    row(out, "webhook POST round trip p99", &|m| ms(&m.post, 0.99));
+    row(out, "posting rate reached", &|m| format!("{:.0}/s", m.rate));
+    row(out, "deliveries measured", &|m| {
+        m.delivery.len().to_string()
+    });
+    row(out, "posts not answered 200", &|m| m.refused.to_string());
+    row(out, "subscribers that missed events", &|m| {
+        m.short.to_string()
+    });
+    row(
+        out,
+        "memory per idle subscriber, this process (client and server ends; RSS delta / n)",
+        &|m| format!("{:.1} KiB", m.per_subscriber as f64 / 1024.0),
+    );
+    row(
+        out,
+        "memory per idle subscriber, redis-server (RSS delta / n)",
+        &|m| {
+            m.redis_per_subscriber.map_or_else(
+                || "—".to_owned(),
+                |b| format!("{:.1} KiB", b as f64 / 1024.0),
+            )
+        },
+    );
+    let p99_ms = memory.delivery.pct(0.99).as_secs_f64() * 1e3;
+    let kib = memory.per_subscriber as f64 / 1024.0;
+    let _ = writeln!(
+        out,
+        "\nGoals (memory mode): p99 under 10 ms on loopback: {} ({p99_ms:.2} ms); under 1 KiB per \
+         idle subscriber: {} ({kib:.1} KiB, client and server ends together).\n",
+        verdict(p99_ms < 10.0),
+        verdict(kib < 1.0),
+    );
+    for (backend, m) in
+        std::iter::once(("memory", &memory)).chain(redis.as_ref().map(|r| ("redis", r)))
+    {
+        for (label, p) in [("p50", 0.5), ("p99", 0.99)] {
+            results.record(
+                format!("events.{backend}.delivery.{label}"),
+                m.delivery.pct(p).as_secs_f64() * 1e3,
+                "ms",
+                Better::Lower,
+            );
+            results.record(
+                format!("events.{backend}.post.{label}"),
+                m.post.pct(p).as_secs_f64() * 1e3,
+                "ms",
+                Better::Lower,
+            );
+        }
+        results.record(
+            format!("events.{backend}.idle_subscriber"),
+            m.per_subscriber as f64 / 1024.0,
+            "KiB",
+            Better::Lower,
+        );
+    }
+}
+
+/// One run: a gateway with the memory state, or the Redis state of `redis`.
+async fn run_once(plan: &EventsPlan, redis: Option<&RedisServer>) -> Measured {
     let loopback = "127.0.0.1:0".parse().expect("loopback");
     // The upstream is never called here.
     let mut config = app::sandbox_config("http://127.0.0.1:9");
@@ -35,6 +159,13 @@ pub async fn events(out: &mut String, plan: &EventsPlan) {
     config.server.max_concurrent_requests = 1_000_000;
     for tenant in &mut config.tenants {
         tenant.rate_limit_per_minute = u32::MAX;
+    }
+    if let Some(server) = redis {
+        // A prefix of its own per run: a fresh stream.
+        let prefix = format!("bench-events-{}", rand::random::<u32>());
+        config.state = server.state_config(&prefix);
+    } else {
+        config.state = StateConfig::default();
     }
     app::sandbox_webhooks(&mut config, loopback);
     if let Some(webhooks) = &mut config.webhooks {
@@ -58,9 +189,14 @@ pub async fn events(out: &mut String, plan: &EventsPlan) {
         .connect()
         .await
         .expect("connect");
+    // The Redis store connects lazily: let it come up before counting.
+    if redis.is_some() {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
 
     // Idle subscribers, and what they cost.
     let before = rss("self").rss;
+    let redis_before = redis.map(|s| rss(&s.pid()).rss);
     let mut streams = Vec::with_capacity(plan.subscribers);
     for _ in 0..plan.subscribers {
         let mut client = SessionServiceClient::new(channel.clone());
@@ -76,8 +212,11 @@ pub async fn events(out: &mut String, plan: &EventsPlan) {
         streams.push(stream);
     }
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let per_subscriber = rss("self").rss.saturating_sub(before) / plan.subscribers.max(1) as u64;
-
+    let n = plan.subscribers.max(1) as u64;
+    let per_subscriber = rss("self").rss.saturating_sub(before) / n;
+    let redis_per_subscriber = redis
+        .zip(redis_before)
+        .map(|(s, before)| rss(&s.pid()).rss.saturating_sub(before) / n);
     // The load: `total` events at `per_second`, each sent at a known instant.
     let total = usize::try_from(plan.per_second * plan.duration.as_millis() as u64 / 1000)
         .unwrap_or(0)
@@ -122,9 +261,11 @@ pub async fn events(out: &mut String, plan: &EventsPlan) {
     }
     let rate = total as f64 / started.elapsed().as_secs_f64();
     let mut refused = 0;
+    let mut round_trips = Vec::with_capacity(total);
     for post in posts {
-        if !post.await.unwrap_or(false) {
-            refused += 1;
+        match post.await.ok().flatten() {
+            Some(took) => round_trips.push(took),
+            None => refused += 1,
         }
     }
     let mut delays = Vec::new();
@@ -140,39 +281,29 @@ pub async fn events(out: &mut String, plan: &EventsPlan) {
         }
         delays.extend(got);
     }
-    let samples = Samples::new(delays);
-    let _ = writeln!(
-        out,
-        "\n## 7. Session events (webhook port to WatchSessionEvents)\n\n\
-         {} subscribers of one tenant, {total} signed webhooks posted at {rate:.0}/s \
-         (target {}/s) over {:.1} s; memory event log.\n\n\
-         | metric | value |\n| --- | ---: |\n\
-         | webhook to subscriber p50 | {:.2} ms |\n\
-         | webhook to subscriber p99 | {:.2} ms |\n\
-         | deliveries measured | {} |\n\
-         | posts not answered 200 | {refused} |\n\
-         | subscribers that missed events | {short} |\n\
-         | memory per idle subscriber, client and server ends (RSS delta / n) | {:.1} KiB |",
-        plan.subscribers,
-        plan.per_second,
-        plan.duration.as_secs_f64(),
-        samples.pct(0.50).as_secs_f64() * 1e3,
-        samples.pct(0.99).as_secs_f64() * 1e3,
-        samples.len(),
-        per_subscriber as f64 / 1024.0,
-    );
     drop(channel);
     let _ = running.shutdown().await;
+    Measured {
+        total,
+        rate,
+        delivery: Samples::new(delays),
+        post: Samples::new(round_trips),
+        refused,
+        short,
+        per_subscriber,
+        redis_per_subscriber,
+    }
 }
 
-/// Posts one signed `status.updated` for `session_id`; true on 200.
+/// Posts one signed `status.updated` for `session_id`; its round trip
+/// (sent to `200` received), `None` unless answered 200.
 async fn post(
     http: reqwest::Client,
     hooks: std::net::SocketAddr,
     secret: WebhookSecret,
     session_id: String,
     sent: Arc<Mutex<HashMap<String, Instant>>>,
-) -> bool {
+) -> Option<Duration> {
     let now = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
@@ -182,15 +313,18 @@ async fn post(
     })
     .to_string();
     let signature = sign(&secret, body.as_bytes());
+    let at = Instant::now();
     sent.lock()
         .unwrap_or_else(PoisonError::into_inner)
-        .insert(session_id, Instant::now());
-    http.post(format!("http://{hooks}/webhooks/didit/service-x"))
+        .insert(session_id, at);
+    let answered = http
+        .post(format!("http://{hooks}/webhooks/didit/service-x"))
         .header("x-timestamp", now.to_string())
         .header("x-signature", signature)
         .header("content-type", "application/json")
         .body(body)
         .send()
         .await
-        .is_ok_and(|r| r.status().as_u16() == 200)
+        .is_ok_and(|r| r.status().as_u16() == 200);
+    answered.then(|| at.elapsed())
 }
