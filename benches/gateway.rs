@@ -190,6 +190,9 @@ fn main() {
     if let Ok(upstream) = std::env::var(CHILD_ENV) {
         return child::serve(upstream);
     }
+    if std::env::var_os(events::EVENTS_CHILD_ENV).is_some() {
+        return events::serve_child();
+    }
     let args = match Args::parse() {
         Ok(args) => args,
         Err(message) => {

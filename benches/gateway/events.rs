@@ -6,14 +6,20 @@
 //! event, p50 and p99, beside the POST's own HTTP round trip (sent to
 //! `200` received). Run twice side by side: with the memory event log and,
 //! when `redis-server` is installed, with the Redis state (whose event log
-//! is the Redis Streams one).
+//! is the Redis Streams one). The gateway's own memory per idle subscriber
+//! (memory log) is measured once more with the gateway alone in a child
+//! process (this binary re-run with [`EVENTS_CHILD_ENV`]), since in one
+//! process the client's end of each stream counts too.
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
+use std::io::{BufRead as _, BufReader, Write as _};
+use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
 use didit_share_gateway::app::{self, StartOptions};
+use didit_share_gateway::config::Config;
 use didit_share_gateway::proto::session_service_client::SessionServiceClient;
 use didit_share_gateway::proto::{SessionEvent, WatchSessionEventsRequest};
 use didit_share_gateway::state::StateConfig;
@@ -59,6 +65,7 @@ pub async fn events(
     redis: Option<&RedisServer>,
 ) {
     let memory = run_once(plan, None).await;
+    let alone = gateway_alone_per_subscriber(plan).await;
     let redis = match redis {
         Some(server) => Some(run_once(plan, Some(server)).await),
         None => None,
@@ -114,6 +121,19 @@ pub async fn events(
     row(out, "subscribers that missed events", &|m: &Measured| {
         m.short.to_string()
     });
+    let kib = |b: u64| format!("{:.1} KiB", b as f64 / 1024.0);
+    let _ = writeln!(
+        out,
+        "| heap per idle subscriber, gateway alone (child process; glibc mallinfo2 in-use delta / n) | {} | — |",
+        alone
+            .and_then(|(_, heap)| heap)
+            .map_or_else(|| "—".to_owned(), kib)
+    );
+    let _ = writeln!(
+        out,
+        "| RSS per idle subscriber, gateway alone (child process; delta / n) | {} | — |",
+        alone.map_or_else(|| "—".to_owned(), |(rss, _)| kib(rss))
+    );
     row(
         out,
         "heap per idle subscriber, this process (client and server ends; glibc mallinfo2 in-use delta / n)",
@@ -140,16 +160,32 @@ pub async fn events(
         },
     );
     let p99_ms = memory.delivery.pct(0.99).as_secs_f64() * 1e3;
-    // The heap delta when glibc reports it: an RSS delta is absorbed by
-    // heap that earlier sections freed and reads 0.
-    let kib = memory.heap_per_subscriber.unwrap_or(memory.per_subscriber) as f64 / 1024.0;
+    // The gateway alone when the child reported it, else both ends: the
+    // heap delta when glibc reports it (an RSS delta is absorbed by heap
+    // that earlier sections freed and reads 0).
+    let (per, whose) = match alone {
+        Some((rss, heap)) => (heap.unwrap_or(rss), "the gateway alone"),
+        None => (
+            memory.heap_per_subscriber.unwrap_or(memory.per_subscriber),
+            "client and server ends together",
+        ),
+    };
+    let kib = per as f64 / 1024.0;
     let _ = writeln!(
         out,
         "\nGoals (memory mode): p99 under 10 ms on loopback: {} ({p99_ms:.2} ms); under 1 KiB per \
-         idle subscriber: {} ({kib:.1} KiB, client and server ends together).\n",
+         idle subscriber: {} ({kib:.1} KiB, {whose}).\n",
         verdict(p99_ms < 10.0),
         verdict(kib < 1.0),
     );
+    if let Some((rss, heap)) = alone {
+        results.record(
+            "events.memory.idle_subscriber.gateway_alone",
+            heap.unwrap_or(rss) as f64 / 1024.0,
+            "KiB",
+            Better::Lower,
+        );
+    }
     for (backend, m) in
         std::iter::once(("memory", &memory)).chain(redis.as_ref().map(|r| ("redis", r)))
     {
@@ -176,8 +212,9 @@ pub async fn events(
     }
 }
 
-/// One run: a gateway with the memory state, or the Redis state of `redis`.
-async fn run_once(plan: &EventsPlan, redis: Option<&RedisServer>) -> Measured {
+/// The events gateway's config (memory state, or the Redis state of
+/// `redis` under a fresh prefix) and service-x's webhook secret.
+fn events_config(redis: Option<&RedisServer>) -> (Config, WebhookSecret) {
     let loopback = "127.0.0.1:0".parse().expect("loopback");
     // The upstream is never called here.
     let mut config = app::sandbox_config("http://127.0.0.1:9");
@@ -207,6 +244,12 @@ async fn run_once(plan: &EventsPlan, redis: Option<&RedisServer>) -> Measured {
             _ => None,
         })
         .expect("service-x has a webhook secret");
+    (config, secret)
+}
+
+/// One run: a gateway with the memory state, or the Redis state of `redis`.
+async fn run_once(plan: &EventsPlan, redis: Option<&RedisServer>) -> Measured {
+    let (config, secret) = events_config(redis);
     let running = app::start(config, StartOptions::default())
         .await
         .expect("gateway");
@@ -325,6 +368,92 @@ async fn run_once(plan: &EventsPlan, redis: Option<&RedisServer>) -> Measured {
         heap_per_subscriber,
         redis_per_subscriber,
     }
+}
+
+/// Set in the environment of the events gateway child (memory state).
+pub const EVENTS_CHILD_ENV: &str = "DSG_BENCH_EVENTS_CHILD";
+
+/// The child's side: an events gateway alone in this process, printing
+/// `READY <grpc>`, then answering each `HEAP` line on stdin with its heap
+/// in use in bytes; stops when stdin closes.
+pub fn serve_child() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        didit_share_gateway::install_crypto_provider();
+        let (config, _) = events_config(None);
+        let running = app::start(config, StartOptions::default())
+            .await
+            .expect("events gateway child");
+        println!("READY {}", running.grpc_addr);
+        std::io::stdout().flush().expect("stdout");
+        let _ = tokio::task::spawn_blocking(|| {
+            for line in std::io::stdin().lock().lines() {
+                let Ok(line) = line else { break };
+                if line.trim() == "HEAP" {
+                    println!("{}", heap_in_use().unwrap_or(0));
+                    let _ = std::io::stdout().flush();
+                }
+            }
+        })
+        .await;
+        let _ = running.shutdown().await;
+    });
+}
+
+/// The gateway's own cost per idle subscriber: (RSS, heap) deltas per
+/// stream of an events gateway alone in a child process, the subscribers
+/// in this one. `None` if the child does not start.
+async fn gateway_alone_per_subscriber(plan: &EventsPlan) -> Option<(u64, Option<u64>)> {
+    let exe = std::env::current_exe().ok()?;
+    let mut child = Command::new(exe)
+        .env(EVENTS_CHILD_ENV, "1")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .ok()?;
+    let pid = child.id().to_string();
+    let mut stdin = child.stdin.take()?;
+    let mut stdout = BufReader::new(child.stdout.take()?);
+    let mut line = String::new();
+    stdout.read_line(&mut line).ok()?;
+    let addr = line.strip_prefix("READY ")?.trim().to_owned();
+    // Tiny blocking pipe reads: the child answers at once.
+    let mut heap = move || -> Option<u64> {
+        stdin.write_all(b"HEAP\n").ok()?;
+        stdin.flush().ok()?;
+        let mut answer = String::new();
+        stdout.read_line(&mut answer).ok()?;
+        answer.trim().parse::<u64>().ok().filter(|b| *b > 0)
+    };
+    let channel = Channel::from_shared(format!("http://{addr}"))
+        .ok()?
+        .connect()
+        .await
+        .ok()?;
+    let mut warmup = Vec::new();
+    for _ in 0..plan.subscribers.min(5) {
+        warmup.push(watch(&channel).await);
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let (rss_before, heap_before) = (rss(&pid).rss, heap());
+    let mut streams = Vec::with_capacity(plan.subscribers);
+    for _ in 0..plan.subscribers {
+        streams.push(watch(&channel).await);
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let n = plan.subscribers.max(1) as u64;
+    let rss_per = rss(&pid).rss.saturating_sub(rss_before) / n;
+    let heap_per = heap_before
+        .zip(heap())
+        .map(|(before, after)| after.saturating_sub(before) / n);
+    // Closing stdin (dropped with `heap`) stops the child.
+    drop((streams, warmup, channel, heap));
+    let _ = child.wait();
+    Some((rss_per, heap_per))
 }
 
 /// glibc's `struct mallinfo2` (all fields `size_t`).
