@@ -16,8 +16,16 @@
 //! 6. [`h2load`]: a cross-check of the replay path, when h2load is installed;
 //! 7. [`coalescer`]: the in-flight coalescer alone, moka's entry API beside
 //!    a plain locked map;
-//! 8. session events: webhook-to-subscriber latency at 1,000 events/s with
-//!    100 subscribers, and memory per idle subscriber.
+//! 8. [`events`]: webhook-to-subscriber latency at 1,000 events/s with
+//!    100 subscribers beside the webhook POST's own round trip, and memory
+//!    per idle subscriber, with the memory and the Redis event log;
+//! 9. [`redis_backend`]: the Redis state beside the memory state (replay
+//!    p50 and throughput, miss-path cost, Redis round trips per call) and
+//!    a bare Redis `GET`, on a `redis-server` of its own (skipped without
+//!    one).
+//!
+//! `--only latency,redis,...` runs only the named sections (names:
+//! latency, throughput, dedup, memory, h2load, coalescer, events, redis).
 //!
 //! The headline numbers are also written as JSON ([`results`]) to
 //! `target/bench/gateway.json` and to `--save PATH`; `--compare
@@ -52,6 +60,8 @@ mod latency;
 mod measure;
 #[path = "gateway/memory.rs"]
 mod memory;
+#[path = "gateway/redis.rs"]
+mod redis_backend;
 #[path = "gateway/results.rs"]
 mod results;
 #[path = "gateway/throughput.rs"]
@@ -130,6 +140,8 @@ struct Args {
     save: Option<PathBuf>,
     /// Print the run beside this saved run.
     compare: Option<PathBuf>,
+    /// `--only a,b`: run only these sections (all when empty).
+    only: Vec<String>,
 }
 
 impl Args {
@@ -138,6 +150,7 @@ impl Args {
         let mut parsed = Self {
             save: None,
             compare: None,
+            only: Vec::new(),
         };
         while let Some(arg) = args.next() {
             let mut path = |flag: &str| {
@@ -150,9 +163,21 @@ impl Args {
                 "--bench" => {}
                 "--save" => parsed.save = Some(path("--save")?),
                 "--compare" => parsed.compare = Some(path("--compare")?),
+                "--only" => {
+                    let list = args.next().ok_or("--only needs a list of sections")?;
+                    for name in list.split(',').filter(|n| !n.is_empty()) {
+                        if !SECTIONS.contains(&name) {
+                            return Err(format!(
+                                "--only: unknown section {name:?}; one of {}",
+                                SECTIONS.join(",")
+                            ));
+                        }
+                        parsed.only.push(name.to_owned());
+                    }
+                }
                 other => {
                     return Err(format!(
-                        "unknown argument {other:?}; expected --save PATH and/or --compare BASELINE.json"
+                        "unknown argument {other:?}; expected --save PATH, --compare BASELINE.json, --only SECTIONS"
                     ));
                 }
             }
@@ -164,6 +189,9 @@ impl Args {
 fn main() {
     if let Ok(upstream) = std::env::var(CHILD_ENV) {
         return child::serve(upstream);
+    }
+    if std::env::var_os(events::EVENTS_CHILD_ENV).is_some() {
+        return events::serve_child();
     }
     let args = match Args::parse() {
         Ok(args) => args,
@@ -190,7 +218,7 @@ fn main() {
     }
     let started = Instant::now();
     let mut results = Results::new(smoke);
-    let report = runtime.block_on(run(Plan::new(smoke), &mut results));
+    let report = runtime.block_on(run(Plan::new(smoke), &args.only, &mut results));
     print!("{report}");
     let run = results.finish();
     println!(
@@ -224,7 +252,20 @@ struct Env {
     replay_token: String,
 }
 
-async fn run(plan: Plan, results: &mut Results) -> String {
+/// The section names `--only` takes, in run order.
+const SECTIONS: [&str; 8] = [
+    "latency",
+    "throughput",
+    "dedup",
+    "memory",
+    "h2load",
+    "coalescer",
+    "events",
+    "redis",
+];
+
+async fn run(plan: Plan, only: &[String], results: &mut Results) -> String {
+    let wanted = |name: &str| only.is_empty() || only.iter().any(|o| o == name);
     didit_share_gateway::install_crypto_provider();
     let http = reqwest::Client::new();
     let sandbox = harness::start_sandbox(&http).await;
@@ -253,19 +294,37 @@ async fn run(plan: Plan, results: &mut Results) -> String {
 
     let mut out = String::new();
     header(&mut out, &plan, &env);
-    eprintln!("[1/8] latency");
-    let single_import = latency::run(&mut out, results, &plan, &env).await;
-    eprintln!("[2/8] throughput");
-    let own_64 = throughput::run(&mut out, results, &plan, &env).await;
-    eprintln!("[3/8] de-duplication");
-    dedup::run(&mut out, results, &plan, &env, single_import).await;
-    eprintln!("[4/8] memory and [5/8] CPU (gateway child process)");
-    memory::run(&mut out, results, &plan, &env).await;
-    eprintln!("[6/8] h2load cross-check");
-    h2load::run(&mut out, results, &plan, &env, own_64).await;
-    eprintln!("[7/8] in-flight coalescer alone");
-    coalescer::run(&mut out, results, &plan).await;
-    eprintln!("[8/8] session events");
+    // Sections skipped by --only leave these at zero for the later ones.
+    let (mut single_import, mut own_64) = (Duration::ZERO, 0.0);
+    if wanted("latency") {
+        eprintln!("[1/9] latency");
+        single_import = latency::run(&mut out, results, &plan, &env).await;
+    }
+    if wanted("throughput") {
+        eprintln!("[2/9] throughput");
+        own_64 = throughput::run(&mut out, results, &plan, &env).await;
+    }
+    if wanted("dedup") {
+        eprintln!("[3/9] de-duplication");
+        dedup::run(&mut out, results, &plan, &env, single_import).await;
+    }
+    if wanted("memory") {
+        eprintln!("[4/9] memory and [5/9] CPU (gateway child process)");
+        memory::run(&mut out, results, &plan, &env).await;
+    }
+    if wanted("h2load") {
+        eprintln!("[6/9] h2load cross-check");
+        h2load::run(&mut out, results, &plan, &env, own_64).await;
+    }
+    if wanted("coalescer") {
+        eprintln!("[7/9] in-flight coalescer alone");
+        coalescer::run(&mut out, results, &plan).await;
+    }
+    let redis_server = if wanted("events") || wanted("redis") {
+        redis_backend::RedisServer::start()
+    } else {
+        None
+    };
     let events_plan = events::EventsPlan {
         subscribers: if plan.smoke { 10 } else { 100 },
         per_second: 1_000,
@@ -275,7 +334,15 @@ async fn run(plan: Plan, results: &mut Results) -> String {
             Duration::from_secs(5)
         },
     };
-    events::events(&mut out, &events_plan).await;
+    if wanted("events") {
+        eprintln!("[8/9] session events");
+        events::events(&mut out, results, &events_plan, redis_server.as_ref()).await;
+    }
+    if wanted("redis") {
+        eprintln!("[9/9] Redis backend");
+        redis_backend::run(&mut out, results, &plan, &env, redis_server.as_ref()).await;
+    }
+    drop(redis_server);
 
     let Env {
         sandbox,
