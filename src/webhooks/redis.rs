@@ -9,11 +9,14 @@
 //!   trimming), `SET seen-key id PX retention`, and `PEXPIRE` the keys so
 //!   an idle tenant's stream goes away.
 //! - subscribe: a cursor below the newest trimmed id is
-//!   [`EventLogError::CursorExpired`]; then
-//!   `XREAD BLOCK` from the cursor on a connection of the subscription's own
-//!   (a blocked read holds its connection), replaying what is stored and
-//!   following what comes. A reader that falls behind the trimming is cut
-//!   off with `CursorExpired` at its next read.
+//!   [`EventLogError::CursorExpired`]; then the stored events after the
+//!   cursor (`XRANGE`, in batches), then the live ones from the tenant's
+//!   [`feed`]: ONE `XREAD BLOCK` loop per tenant and replica, on a
+//!   connection of its own, that opens and parses each event once and
+//!   hands it to every subscriber of the tenant on this replica. A
+//!   subscriber that falls behind the feed's buffer (`subscriber_buffer`)
+//!   catches up from Redis again, or is cut off with `CursorExpired` when
+//!   the trimming passed it.
 //!
 //! With a [`Sealer`] (the gateway always gives it the state's), each
 //! stored body is sealed (AES-256-GCM, the stream's key name as associated
@@ -26,14 +29,17 @@
 //! Redis errors are [`EventLogError::Unavailable`] naming the operation,
 //! never a URL or an event's content.
 
-use std::collections::VecDeque;
-use std::sync::Arc;
+mod feed;
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use futures::StreamExt as _;
 use redis::AsyncCommands as _;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use tokio::sync::broadcast;
 
 use super::config::WebhooksConfig;
 use super::event::WebhookEvent;
@@ -41,6 +47,7 @@ use super::log::{
     Appended, EventId, EventLog, EventLogError, EventStream, StoredEvent, TypeFilter,
 };
 use crate::state::seal::Sealer;
+use feed::{Feed, FeedItem};
 
 /// How long one `XREAD BLOCK` waits before it is issued again.
 const BLOCK: Duration = Duration::from_secs(5);
@@ -84,6 +91,8 @@ pub struct RedisEventLog {
     timeout: Duration,
     append: Arc<redis::Script>,
     sealer: Option<Sealer>,
+    buffer: usize,
+    feeds: Arc<Mutex<HashMap<String, Weak<Feed>>>>,
 }
 
 impl RedisEventLog {
@@ -111,6 +120,8 @@ impl RedisEventLog {
             timeout,
             append: Arc::new(redis::Script::new(APPEND)),
             sealer: None,
+            buffer: config.subscriber_buffer,
+            feeds: Arc::default(),
         })
     }
 
@@ -233,7 +244,6 @@ impl EventLog for RedisEventLog {
         after: Option<EventId>,
         types: TypeFilter,
     ) -> Result<EventStream, EventLogError> {
-        let key = self.stream_key(tenant);
         let bounds = self.bounds(tenant).await?;
         let start = match (after, bounds) {
             (None, Some((last, _))) => last,
@@ -249,20 +259,15 @@ impl EventLog for RedisEventLog {
             }
             (Some(cursor), None) => cursor,
         };
-        let config = redis::AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(self.timeout))
-            .set_response_timeout(Some(BLOCK + self.timeout));
-        let connect = self
-            .client
-            .get_multiplexed_async_connection_with_config(&config);
-        let conn = self.bounded("connect", connect).await?;
+        let feed = self.feed(tenant, start)?;
         let reader = Reader {
             log: self.clone(),
-            conn,
-            key,
+            live: feed.subscribe(),
+            _feed: feed,
             tenant: tenant.to_owned(),
             last: start,
             types,
+            catching_up: true,
             ready: VecDeque::new(),
         };
         Ok(futures::stream::unfold(Some(reader), |reader| async move {
@@ -276,89 +281,156 @@ impl EventLog for RedisEventLog {
     }
 }
 
-/// One subscription's reading position.
+impl RedisEventLog {
+    /// The live feed of `tenant` on this replica, started (from `from`, an
+    /// id no later than anything the new subscriber will read from Redis
+    /// itself) when there is none or the last one failed.
+    fn feed(&self, tenant: &str, from: EventId) -> Result<Arc<Feed>, EventLogError> {
+        let mut feeds = self.feeds.lock().unwrap_or_else(PoisonError::into_inner);
+        feeds.retain(|_, feed| feed.strong_count() > 0);
+        if let Some(feed) = feeds.get(tenant).and_then(Weak::upgrade)
+            && !feed.failed()
+        {
+            return Ok(feed);
+        }
+        let config = redis::AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(self.timeout))
+            .set_response_timeout(Some(BLOCK + self.timeout));
+        let feed = Feed::start(
+            self.clone(),
+            config,
+            self.stream_key(tenant),
+            from,
+            self.buffer,
+        );
+        feeds.insert(tenant.to_owned(), Arc::downgrade(&feed));
+        Ok(feed)
+    }
+
+    /// The stored events of `tenant` after `after`, at most [`BATCH`].
+    async fn range_after(
+        &self,
+        tenant: &str,
+        after: EventId,
+    ) -> Result<Vec<Arc<StoredEvent>>, EventLogError> {
+        let mut conn = self.conn.clone();
+        type Entries = Vec<(String, Vec<Vec<u8>>)>;
+        let entries: Entries = self
+            .bounded(
+                "XRANGE",
+                redis::cmd("XRANGE")
+                    .arg(self.stream_key(tenant))
+                    .arg(format!("({after}"))
+                    .arg("+")
+                    .arg("COUNT")
+                    .arg(BATCH)
+                    .query_async(&mut conn),
+            )
+            .await?;
+        let key = self.stream_key(tenant);
+        let mut out = Vec::with_capacity(entries.len());
+        for (id, fields) in entries {
+            let id: EventId = id
+                .parse()
+                .map_err(|_| EventLogError::Unavailable("XRANGE answered a bad id".into()))?;
+            out.push(self.decode(&key, id, &fields));
+        }
+        Ok(out.into_iter().flatten().collect())
+    }
+
+    /// The event stored under `id` in the stream `key` (its `body` field,
+    /// opened when sealed); `None`, with a warning, when it does not open
+    /// or parse.
+    fn decode(&self, key: &str, id: EventId, fields: &[Vec<u8>]) -> Option<Arc<StoredEvent>> {
+        let body = fields
+            .chunks(2)
+            .find(|kv| kv[0] == b"body")
+            .and_then(|kv| kv.get(1))?;
+        let body = match &self.sealer {
+            Some(sealer) => match sealer.open(key, body) {
+                Ok(plain) => Bytes::from(plain),
+                Err(_) => {
+                    tracing::warn!(event_id = %id, "skipping a stored event that does not open with the state's encryption key");
+                    return None;
+                }
+            },
+            None => Bytes::copy_from_slice(body),
+        };
+        let Ok(event) = WebhookEvent::parse(body) else {
+            tracing::warn!(event_id = %id, "skipping a stored event that does not parse");
+            return None;
+        };
+        Some(Arc::new(StoredEvent {
+            id,
+            received_at: SystemTime::UNIX_EPOCH + Duration::from_millis(id.ms),
+            event,
+        }))
+    }
+}
+
+/// One subscription: the stored events after its cursor, then the feed's.
 struct Reader {
     log: RedisEventLog,
-    conn: MultiplexedConnection,
-    key: String,
+    live: broadcast::Receiver<FeedItem>,
+    /// Keeps the tenant's feed running while this subscription lives.
+    _feed: Arc<Feed>,
     tenant: String,
     last: EventId,
     types: TypeFilter,
+    /// Reading stored events from Redis (at the start, and after falling
+    /// behind the feed); else following the feed.
+    catching_up: bool,
     ready: VecDeque<Arc<StoredEvent>>,
 }
 
 impl Reader {
-    /// The next event that passes the filter, reading (and blocking) as
-    /// needed.
+    /// The next event that passes the filter.
     async fn next(&mut self) -> Result<Arc<StoredEvent>, EventLogError> {
         loop {
             if let Some(event) = self.ready.pop_front() {
                 return Ok(event);
             }
-            self.read().await?;
+            if self.catching_up {
+                self.catch_up().await?;
+                continue;
+            }
+            match self.live.recv().await {
+                Ok(FeedItem::Event(event)) => {
+                    // Already read from Redis while catching up.
+                    if event.id <= self.last {
+                        continue;
+                    }
+                    self.last = event.id;
+                    if self.types.matches(&event.event.webhook_type) {
+                        return Ok(event);
+                    }
+                }
+                Ok(FeedItem::Failed(why)) => return Err(EventLogError::Unavailable(why)),
+                Err(broadcast::error::RecvError::Lagged(_)) => self.catching_up = true,
+                Err(broadcast::error::RecvError::Closed) => {
+                    return Err(EventLogError::Unavailable("the event feed stopped".into()));
+                }
+            }
         }
     }
 
-    async fn read(&mut self) -> Result<(), EventLogError> {
-        // RESP2: nil, or [[key, [[id, [field, value, ...]], ...]]].
-        type Reply = Option<Vec<(String, Vec<(String, Vec<Vec<u8>>)>)>>;
-        let reply: Reply = redis::cmd("XREAD")
-            .arg("COUNT")
-            .arg(BATCH)
-            .arg("BLOCK")
-            .arg(u64::try_from(BLOCK.as_millis()).unwrap_or(5_000))
-            .arg("STREAMS")
-            .arg(&self.key)
-            .arg(self.last.to_string())
-            .query_async(&mut self.conn)
-            .await
-            .map_err(|e| unavailable("XREAD", &e))?;
-        let entries: Vec<_> = reply
-            .into_iter()
-            .flatten()
-            .flat_map(|(_, entries)| entries)
-            .collect();
-        if entries.is_empty() {
-            return Ok(());
-        }
-        // Trimmed past this reader while it was away: it would miss events.
+    /// One batch of stored events after `last`; the end of the catch-up
+    /// when there are none. Trimmed past `last`: `CursorExpired`.
+    async fn catch_up(&mut self) -> Result<(), EventLogError> {
         if let Some((_, deleted)) = self.log.bounds(&self.tenant).await?
             && self.last < deleted
         {
             return Err(EventLogError::CursorExpired);
         }
-        for (id, fields) in entries {
-            let id: EventId = id
-                .parse()
-                .map_err(|_| EventLogError::Unavailable("XREAD answered a bad id".into()))?;
-            self.last = id;
-            let body = fields
-                .chunks(2)
-                .find(|kv| kv[0] == b"body")
-                .and_then(|kv| kv.get(1));
-            let Some(body) = body else { continue };
-            let body = match &self.log.sealer {
-                Some(sealer) => match sealer.open(&self.key, body) {
-                    Ok(plain) => Bytes::from(plain),
-                    Err(_) => {
-                        tracing::warn!(event_id = %id, "skipping a stored event that does not open with the state's encryption key");
-                        continue;
-                    }
-                },
-                None => Bytes::copy_from_slice(body),
-            };
-            let Ok(event) = WebhookEvent::parse(body) else {
-                tracing::warn!(event_id = %id, "skipping a stored event that does not parse");
-                continue;
-            };
-            if !self.types.matches(&event.webhook_type) {
-                continue;
+        let batch = self.log.range_after(&self.tenant, self.last).await?;
+        if batch.is_empty() {
+            self.catching_up = false;
+        }
+        for event in batch {
+            self.last = event.id;
+            if self.types.matches(&event.event.webhook_type) {
+                self.ready.push_back(event);
             }
-            self.ready.push_back(Arc::new(StoredEvent {
-                id,
-                received_at: SystemTime::UNIX_EPOCH + Duration::from_millis(id.ms),
-                event,
-            }));
         }
         Ok(())
     }

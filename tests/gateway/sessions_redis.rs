@@ -181,3 +181,88 @@ async fn redis_event_log_says_unavailable_when_redis_is_gone() {
         .unwrap();
     assert!(matches!(err, EventLogError::Unavailable(_)), "{err:?}");
 }
+
+fn numbered(i: usize) -> WebhookEvent {
+    let body = json!({"webhook_type": "status.updated", "session_id": format!("s-{i}"), "status": "Approved"});
+    WebhookEvent::parse(Bytes::from(body.to_string())).unwrap()
+}
+
+async fn connected_clients(server: &RedisServer) -> usize {
+    let mut conn = redis::Client::open(server.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let info: String = redis::cmd("INFO")
+        .arg("clients")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    info.lines()
+        .find_map(|l| l.strip_prefix("connected_clients:"))
+        .and_then(|n| n.trim().parse().ok())
+        .expect("INFO clients has connected_clients")
+}
+
+#[tokio::test]
+async fn subscribers_of_a_tenant_share_one_feed_and_each_gets_every_event_in_order() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let log = log(&server, 1000);
+    log.append("t", numbered(0)).await.unwrap();
+    let before = connected_clients(&server).await;
+    let mut streams = Vec::new();
+    for _ in 0..20 {
+        streams.push(log.subscribe("t", None, TypeFilter::all()).await.unwrap());
+    }
+    // One blocked reader for the tenant, not one per subscriber.
+    let after = connected_clients(&server).await;
+    assert!(after <= before + 1, "{before} -> {after} Redis clients");
+    for i in 1..=30 {
+        log.append("t", numbered(i)).await.unwrap();
+    }
+    for stream in &mut streams {
+        for i in 1..=30 {
+            let event = tokio::time::timeout(WAIT, stream.next())
+                .await
+                .expect("an event within the bound")
+                .expect("the stream goes on")
+                .unwrap();
+            assert_eq!(event.event.session_id, format!("s-{i}"));
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_subscriber_behind_the_feed_catches_up_from_redis_without_a_gap() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let client = redis::Client::open(server.url()).unwrap();
+    let config = WebhooksConfig {
+        subscriber_buffer: 2,
+        ..WebhooksConfig::default()
+    };
+    let log = RedisEventLog::new(client, "test:", &config, Duration::from_secs(2)).unwrap();
+    let mut slow = log.subscribe("t", None, TypeFilter::all()).await.unwrap();
+    let mut keeping_up = log.subscribe("t", None, TypeFilter::all()).await.unwrap();
+    for i in 0..50 {
+        log.append("t", numbered(i)).await.unwrap();
+        let event = tokio::time::timeout(WAIT, keeping_up.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        assert_eq!(event.event.session_id, format!("s-{i}"));
+    }
+    // `slow` read nothing while 50 events passed a 2-event buffer.
+    for i in 0..50 {
+        let event = tokio::time::timeout(WAIT, slow.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        assert_eq!(event.event.session_id, format!("s-{i}"));
+    }
+}
