@@ -21,10 +21,11 @@
 use std::borrow::Cow;
 
 use bytes::{BufMut as _, Bytes, BytesMut};
+use prost::Message as _;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::service::encode_answer;
+use crate::service::session_answer;
 use crate::session::{ImportParams, ImportedSession, SessionKind, ShareToken};
 use crate::state::ImportId;
 
@@ -44,11 +45,14 @@ pub struct StoredImport {
     /// The id of the session Didit created.
     pub session_id: String,
     /// The encoded `ImportSharedSessionResponse`, `replayed` and
-    /// `recovered` unset (personal data).
+    /// `recovered` unset (personal data): a slice of `record`.
     pub answer: Bytes,
     /// True when the session was found again through Didit after the
     /// answer to the import was lost.
     pub recovered: bool,
+    /// The whole record (current version), sharing its buffer with
+    /// `answer`: what the store keeps.
+    record: Bytes,
 }
 
 /// The JSON head of a record (borrowed where no escape was needed).
@@ -80,36 +84,43 @@ pub struct RecordError(String);
 
 impl StoredImport {
     /// The record of `session`, created by an import with `params`: its
-    /// answer is mapped and encoded here, once. Fails when Didit's body is
-    /// not a JSON object.
+    /// answer is mapped and encoded here, once, into the record's one
+    /// buffer. Fails when Didit's body is not a JSON object.
     pub fn new(
         params: ImportParams,
         session: &ImportedSession,
         recovered: bool,
     ) -> Result<Self, RecordError> {
-        let answer = encode_answer(session)
+        let response = session_answer(session)
             .map_err(|e| RecordError(format!("the session body is not a JSON object: {e}")))?;
+        let head = Head {
+            v: VERSION,
+            workflow_id: Cow::Borrowed(&params.workflow_id),
+            vendor_data: Cow::Borrowed(&params.vendor_data),
+            trust_review: params.trust_review,
+            session_id: Cow::Borrowed(&session.session_id),
+            session_kind: None,
+            status: None,
+            recovered,
+        };
+        let (mut out, body_at) = framed(&head, response.encoded_len());
+        // A BytesMut grows as needed, so encoding cannot fail.
+        response
+            .encode(&mut out)
+            .map_err(|e| RecordError(format!("encoding the answer: {e}")))?;
+        let record = out.freeze();
         Ok(Self {
             params,
             session_id: session.session_id.clone(),
-            answer,
+            answer: record.slice(body_at..),
             recovered,
+            record,
         })
     }
 
-    /// The record's bytes (the current version).
+    /// The record's bytes (the current version), without a copy.
     pub fn encode(&self) -> Bytes {
-        let head = Head {
-            v: VERSION,
-            workflow_id: Cow::Borrowed(&self.params.workflow_id),
-            vendor_data: Cow::Borrowed(&self.params.vendor_data),
-            trust_review: self.params.trust_review,
-            session_id: Cow::Borrowed(&self.session_id),
-            session_kind: None,
-            status: None,
-            recovered: self.recovered,
-        };
-        frame(&head, &self.answer)
+        self.record.clone()
     }
 
     /// Reads a record of either version.
@@ -135,6 +146,7 @@ impl StoredImport {
                 session_id: head.session_id.into_owned(),
                 answer: body,
                 recovered: head.recovered,
+                record: record.clone(),
             }),
             1 => {
                 let session_kind = head
@@ -155,21 +167,20 @@ impl StoredImport {
     }
 }
 
-/// The length-prefixed JSON head, then `body`.
-fn frame(head: &Head<'_>, body: &[u8]) -> Bytes {
+/// A buffer holding the length-prefixed JSON head, with room for
+/// `body_len` more bytes, and where the body starts.
+fn framed(head: &Head<'_>, body_len: usize) -> (BytesMut, usize) {
     // Serialising plain strings and bools cannot fail.
     let head = serde_json::to_vec(head).unwrap_or_default();
-    let mut out = BytesMut::with_capacity(4 + head.len() + body.len());
+    let mut out = BytesMut::with_capacity(4 + head.len() + body_len);
     out.put_u32(u32::try_from(head.len()).unwrap_or(u32::MAX));
     out.put_slice(&head);
-    out.put_slice(body);
-    out.freeze()
+    let body_at = out.len();
+    (out, body_at)
 }
 
 #[cfg(test)]
 mod tests {
-    use prost::Message as _;
-
     use super::*;
     use crate::proto::{self, ImportSharedSessionResponse};
 
@@ -210,6 +221,13 @@ mod tests {
         frame(&head, raw.as_bytes())
     }
 
+    /// The head, then `body`.
+    fn frame(head: &Head<'_>, body: &[u8]) -> Bytes {
+        let (mut out, _) = framed(head, body.len());
+        out.put_slice(body);
+        out.freeze()
+    }
+
     #[test]
     fn a_record_decodes_to_what_was_encoded() {
         for (raw, vendor) in [
@@ -220,8 +238,7 @@ mod tests {
             let record = stored(raw, vendor);
             assert_eq!(StoredImport::decode(&record.encode()).unwrap(), record);
         }
-        let mut recovered = stored("{}", "v");
-        recovered.recovered = true;
+        let recovered = StoredImport::new(params("v"), &session("{}"), true).unwrap();
         assert!(StoredImport::decode(&recovered.encode()).unwrap().recovered);
     }
 
@@ -245,8 +262,7 @@ mod tests {
         let raw = r#"{"session_number":9,"id_verifications":[{"x":1}],"vendor_data":"v"}"#;
         for recovered in [false, true] {
             let old = StoredImport::decode(&version_1(raw, "v", recovered)).unwrap();
-            let mut fresh = stored(raw, "v");
-            fresh.recovered = recovered;
+            let fresh = StoredImport::new(params("v"), &session(raw), recovered).unwrap();
             assert_eq!(old, fresh);
             // Stored again, it is a version 2 record.
             assert_eq!(StoredImport::decode(&old.encode()).unwrap(), fresh);

@@ -188,7 +188,7 @@ fn record(
 async fn store(core: &Core, id: &ImportId, stored: &StoredImport) {
     match core
         .store
-        .put_record(id, &stored.encode(), core.window)
+        .put_record_bytes(id, stored.encode(), core.window)
         .await
     {
         Ok(()) => {

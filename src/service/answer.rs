@@ -1,7 +1,7 @@
 //! The import answer as callers receive it. Didit's session body is mapped
 //! onto `ImportSharedSessionResponse` (the check arrays as `Struct`s, the
 //! exact bytes in `raw_json`) and encoded once, when the import is stored
-//! ([`encode_answer`]). Every answer after that, the first one included, is
+//! (in its replay record, [`crate::replay`]). Every answer after that, the first one included, is
 //! those bytes ([`EncodedAnswer`]) with `replayed` and `recovered` appended
 //! when set: a protobuf decoder keeps the last value of a scalar field, and
 //! both come after every other field in field-number order, so the bytes
@@ -13,7 +13,6 @@
 use std::fmt;
 
 use bytes::{BufMut, Bytes};
-use prost::Message as _;
 use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde_json::Value;
 
@@ -27,13 +26,8 @@ const REPLAYED_FIELD: u32 = 31;
 /// `ImportSharedSessionResponse.recovered`'s field number (proto/).
 const RECOVERED_FIELD: u32 = 32;
 
-/// The encoded `ImportSharedSessionResponse` of `session`, with `replayed`
-/// and `recovered` unset: what a replay record keeps.
-pub(crate) fn encode_answer(session: &ImportedSession) -> Result<Bytes, serde_json::Error> {
-    Ok(Bytes::from(session_answer(session)?.encode_to_vec()))
-}
-
-/// An import answer ready for the wire: the bytes [`encode_answer`] made,
+/// An import answer ready for the wire: the encoded response a replay
+/// record keeps,
 /// and the two flags this call adds. Debug shows sizes only (the bytes are
 /// personal data).
 #[derive(Clone, PartialEq, Eq)]
@@ -47,7 +41,7 @@ pub struct EncodedAnswer {
 }
 
 impl EncodedAnswer {
-    /// `bytes` (from [`encode_answer`]) answered with these flags.
+    /// `bytes` (a record's encoded response) answered with these flags.
     pub fn new(bytes: Bytes, replayed: bool, recovered: bool) -> Self {
         Self {
             bytes,
@@ -172,7 +166,13 @@ pub(crate) fn string_field(value: Value) -> String {
 
 #[cfg(test)]
 mod tests {
+    use prost::Message as _;
+
     use super::*;
+
+    fn encode_answer(session: &ImportedSession) -> Result<Bytes, serde_json::Error> {
+        Ok(Bytes::from(session_answer(session)?.encode_to_vec()))
+    }
     use crate::session::SessionKind;
 
     fn session(raw: &[u8]) -> ImportedSession {

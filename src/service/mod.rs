@@ -37,7 +37,7 @@ use crate::tenant::Tenants;
 use crate::webhooks::EventLog;
 
 pub use answer::EncodedAnswer;
-pub(crate) use answer::encode_answer;
+pub(crate) use answer::session_answer;
 pub use call::code_name;
 pub use import::ImportApi;
 pub use import_server::ImportServer;
