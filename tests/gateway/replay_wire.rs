@@ -201,3 +201,22 @@ async fn a_record_of_the_first_format_still_replays_redis() {
     an_old_record_replays(&backed.env).await;
     backed.env.stop().await;
 }
+
+/// The hand-written ImportService answers an unknown method of its own
+/// service as the generated one did: UNIMPLEMENTED.
+#[tokio::test]
+async fn an_unknown_import_method_is_unimplemented() {
+    let env = TestEnv::start_with(SandboxConfig::default(), |_| {}).await;
+    let mut grpc = tonic::client::Grpc::new(env.channel.clone());
+    grpc.ready().await.unwrap();
+    let codec = tonic_prost::ProstCodec::<
+        proto::ImportSharedSessionRequest,
+        ImportSharedSessionResponse,
+    >::default();
+    let path = http::uri::PathAndQuery::from_static("/didit.share.v1.ImportService/NoSuchMethod");
+    let request =
+        crate::env::with_tenant("service-y", proto::ImportSharedSessionRequest::default());
+    let status = grpc.unary(request, path, codec).await.unwrap_err();
+    assert_eq!(status.code(), Code::Unimplemented);
+    env.stop().await;
+}
