@@ -76,6 +76,20 @@ use didit_share_gateway::proto::ImportSharedSessionResponse;
 use prost::Message as _;
 
 use child::CHILD_ENV;
+
+/// mimalloc when the `mimalloc` feature is on (the gateway binary's
+/// default), so that the gateway measured here, in this process and in the
+/// child, allocates as the binary does.
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// The allocator in use, for the header.
+const ALLOCATOR: &str = if cfg!(feature = "mimalloc") {
+    "mimalloc"
+} else {
+    "the system's (glibc)"
+};
 use harness::{EchoHandle, GatewayHandle, bench_config, import_request};
 use results::Results;
 
@@ -405,7 +419,8 @@ fn header(out: &mut String, plan: &Plan, env: &Env) {
          process, one tokio runtime ({cores} workers) for sandbox, gateway, echo and clients; \
          sections 4-5 with the gateway alone in a child process. Sandbox latency injection off; \
          the gateway's per-tenant rate limit and max_concurrent_requests raised. Import \
-         response: {} bytes encoded (raw_json {} bytes, 9 KYC check arrays as Struct).\n",
+         response: {} bytes encoded (raw_json {} bytes, 9 KYC check arrays as Struct). \
+         Allocator: {ALLOCATOR}.\n",
         results::load_average(),
         env.response.encoded_len(),
         env.response.raw_json.len(),

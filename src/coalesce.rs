@@ -2,14 +2,20 @@
 //! piece of work, run as a detached task that every caller awaits.
 //!
 //! The work is spawned, not run inside a caller's future: a caller that
-//! disconnects or times out leaves the work running to completion, and
-//! moka's habit of re-running an init whose leader was dropped can never
-//! start a second upstream call, because the init only builds a lazy handle
-//! (no side effect) and the spawn happens on the first poll of the handle
-//! stored in the cache.
+//! disconnects or times out leaves the work running to completion. The
+//! calls in flight are a plain locked map of shared task handles: `join`
+//! looks the key up and, when it is absent, spawns the work and inserts
+//! its handle under the same lock, so two calls can never start two runs,
+//! and the spawn happens before `join` returns, so a caller dropped at any
+//! point cannot leave work unstarted. The task removes its own entry when
+//! it ends. (The benchmark's section 7 measured this map against moka's
+//! future cache with its entry API, which this module used before: the map
+//! costs about 0.7x per call; see benches/README.md.)
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::hash::Hash;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use futures::FutureExt as _;
 use futures::future::{BoxFuture, Shared};
@@ -21,10 +27,33 @@ use crate::error::GatewayError;
 /// The shared result of one detached task.
 pub type SharedTask<V> = Shared<BoxFuture<'static, Result<V, GatewayError>>>;
 
+/// The handles of the calls in flight, by key.
+type Inflight<K, V> = Arc<Mutex<HashMap<K, SharedTask<V>>>>;
+
 /// Calls in flight, by key.
 pub struct Coalescer<K, V> {
-    inflight: moka::future::Cache<K, SharedTask<V>>,
+    /// One entry per key while its task runs; the task removes it.
+    inflight: Inflight<K, V>,
+    /// Tracks the detached tasks, for draining on shutdown.
     tasks: TaskTracker,
+}
+
+/// The map, whatever a panicking holder left in it (every change is one
+/// insert or one remove, so it is never half-done).
+fn lock<K: Hash + Eq, V>(inflight: &Inflight<K, V>) -> MutexGuard<'_, HashMap<K, SharedTask<V>>> {
+    inflight.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// A task's entry, removed when the task ends.
+struct Entry<K: Hash + Eq, V> {
+    map: Inflight<K, V>,
+    key: K,
+}
+
+impl<K: Hash + Eq, V> Drop for Entry<K, V> {
+    fn drop(&mut self) {
+        lock(&self.map).remove(&self.key);
+    }
 }
 
 impl<K, V> Coalescer<K, V>
@@ -35,13 +64,10 @@ where
     /// An empty coalescer whose tasks are tracked by `tasks` (for draining
     /// on shutdown).
     pub fn new(tasks: TaskTracker) -> Self {
-        // No expiry: a task removes its own entry when it ends, and callers
-        // poll the handle (which spawns the task) in the same poll that
-        // `join` returns in. A leader dropped inside `join` can at worst
-        // leave an unstarted handle, which the next identical call starts.
-        // Expiry bookkeeping would cost every miss-path call for nothing.
-        let inflight = moka::future::Cache::builder().build();
-        Self { inflight, tasks }
+        Self {
+            inflight: Arc::default(),
+            tasks,
+        }
     }
 
     /// Joins the call in flight for `key`, or starts `work` as a detached
@@ -51,38 +77,35 @@ where
     where
         F: Future<Output = Result<V, GatewayError>> + Send + 'static,
     {
-        let inflight = self.inflight.clone();
-        let tasks = self.tasks.clone();
+        let mut inflight = lock(&self.inflight);
+        if let Some(task) = inflight.get(&key) {
+            return (task.clone(), false);
+        }
+        let map = Arc::clone(&self.inflight);
         let task_key = key.clone();
-        // The init yields a future on purpose: the shared handle is the value.
-        #[allow(clippy::async_yields_async)]
-        let entry = self
-            .inflight
-            .entry(key)
-            .or_insert_with(async move {
-                // Lazy: nothing runs until the stored handle is first polled.
-                let run = async move {
-                    // The task keeps the leader's span (request id, tenant) in its logs.
-                    let handle = tasks.spawn(
-                        async move {
-                            let result = work.await;
-                            inflight.invalidate(&task_key).await;
-                            result
-                        }
-                        .in_current_span(),
-                    );
-                    handle.await.unwrap_or_else(|err| {
-                        tracing::error!(error = %err, "a detached upstream task failed");
-                        Err(GatewayError::Internal(
-                            "a detached upstream task failed".into(),
-                        ))
-                    })
-                };
-                run.boxed().shared()
+        // The task keeps the leader's span (request id, tenant) in its
+        // logs. If it ends before the insert below, its removal waits for
+        // this lock, so it always removes its own entry.
+        let handle = self.tasks.spawn(
+            async move {
+                // Removes the entry however the task ends (a panic too).
+                let _entry = Entry { map, key: task_key };
+                work.await
+            }
+            .in_current_span(),
+        );
+        let task = async move {
+            handle.await.unwrap_or_else(|err| {
+                tracing::error!(error = %err, "a detached upstream task failed");
+                Err(GatewayError::Internal(
+                    "a detached upstream task failed".into(),
+                ))
             })
-            .await;
-        let leader = entry.is_fresh();
-        (entry.into_value(), leader)
+        }
+        .boxed()
+        .shared();
+        inflight.insert(key, task.clone());
+        (task, true)
     }
 }
 
@@ -147,5 +170,20 @@ mod tests {
         release.send(()).unwrap();
         assert_eq!(again.await.unwrap(), 1);
         assert_eq!(runs.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn a_finished_or_panicked_task_leaves_no_entry() {
+        let coalescer = Coalescer::<u8, usize>::new(TaskTracker::new());
+        let (task, leader) = coalescer.join(1, async { Ok(1) }).await;
+        assert!(leader);
+        assert_eq!(task.await.unwrap(), 1);
+        let (task, leader) = coalescer.join(2, async { panic!("work panicked") }).await;
+        assert!(leader);
+        assert!(matches!(task.await, Err(GatewayError::Internal(_))));
+        assert!(lock(&coalescer.inflight).is_empty());
+        let (task, leader) = coalescer.join(2, async { Ok(3) }).await;
+        assert!(leader, "a new run after the panic");
+        assert_eq!(task.await.unwrap(), 3);
     }
 }

@@ -168,7 +168,7 @@ impl Gateway {
         if outcome.stored.params != request.params {
             self.core.metrics.replay_mismatches.inc();
             return Err(GatewayError::AlreadyImported {
-                session_id: Some(outcome.stored.session.session_id.clone()),
+                session_id: Some(outcome.stored.session_id.clone()),
             });
         }
         if outcome.replayed {

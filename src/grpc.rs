@@ -23,10 +23,9 @@ use tonic_health::server::HealthReporter;
 use crate::audit_edge::RefusalAuditLayer;
 use crate::limits::Shed;
 use crate::message_limits::OversizedLayer;
-use crate::proto::import_service_server::ImportServiceServer;
 use crate::proto::session_service_server::SessionServiceServer;
 use crate::proto::share_service_server::ShareServiceServer;
-use crate::service::{AppState, ImportApi, SessionApi, ShareApi};
+use crate::service::{AppState, ImportApi, ImportServer, SessionApi, ShareApi};
 
 /// Largest request message accepted (requests are a token and a few ids).
 pub const MAX_REQUEST_BYTES: usize = 64 * 1024;
@@ -183,7 +182,7 @@ pub async fn serve(
                 .max_encoding_message_size(MAX_RESPONSE_BYTES),
         )
         .add_service(
-            ImportServiceServer::new(ImportApi::new(Arc::clone(&state)))
+            ImportServer::new(ImportApi::new(Arc::clone(&state)))
                 .max_decoding_message_size(MAX_REQUEST_BYTES)
                 .max_encoding_message_size(MAX_RESPONSE_BYTES),
         )

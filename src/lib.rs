@@ -18,14 +18,15 @@
 //! - [`share_token`]: reading a share token's claims (unverified) for policy and recovery.
 //! - [`gateway`]: the core: share and import with de-duplication and replay.
 //! - [`coalesce`]: in-flight de-duplication of identical calls.
-//! - [`replay`]: the bounded store of successful imports.
+//! - [`replay`]: replay records: an import's parameters and its encoded answer.
 //! - [`state`]: shared state (memory or Redis): replay records, leases, budgets.
 //! - [`didit`]: the upstream REST API: one file per endpoint (`share`,
 //!   `import`) over the `transport` (HTTP client, retries, classification).
 //! - [`error`]: the gateway's error enum and its one mapping to `tonic::Status`.
 //! - [`service`]: the tonic services, one file per gRPC service (`share`,
 //!   `import`: validation, mapping, a thin handler) over `call`, the
-//!   per-call wrapper; [`service::checks`] lists the check arrays once.
+//!   per-call wrapper; [`service::checks`] lists the check arrays once;
+//!   ImportService is served by hand so that answers go out as encoded bytes.
 //! - [`limits`]: admission control (shedding beyond the concurrency limit).
 //! - [`budget`]: each tenant's Didit write budget, charged per upstream attempt.
 //! - [`grpc`]: the gRPC server, health, reflection, the drain sequence.

@@ -1,8 +1,8 @@
 //! Section 7: the in-flight coalescer's own cost, two designs side by
-//! side: moka's future cache with its entry API (a copy of
-//! `src/coalesce.rs`'s join as of this benchmark, so that the comparison
-//! does not move when that file does) and a plain `Mutex<HashMap>` of
-//! shared futures. Both spawn the work as a detached task that removes its
+//! side: moka's future cache with its entry API (what `src/coalesce.rs`
+//! used until this section measured it) and a plain `Mutex<HashMap>` of
+//! shared futures (what it uses now), both copies kept here so that the
+//! comparison does not move when that file does. Both spawn the work as a detached task that removes its
 //! own entry, as the gateway does; the work itself returns at once, so
 //! what is timed is join + spawn + await + removal.
 
@@ -39,7 +39,7 @@ where
     .boxed()
 }
 
-/// moka's future cache, entry API (the gateway's design).
+/// moka's future cache, entry API (the gateway's design before).
 struct Moka<K, V> {
     inflight: moka::future::Cache<K, SharedTask<V>>,
     tasks: TaskTracker,
@@ -80,7 +80,7 @@ where
     }
 }
 
-/// A plain locked map of shared futures.
+/// A plain locked map of shared futures (the gateway's design).
 struct Locked<K, V> {
     inflight: Arc<Mutex<HashMap<K, SharedTask<V>>>>,
     tasks: TaskTracker,
@@ -168,7 +168,7 @@ pub async fn run(out: &mut String, results: &mut Results, plan: &Plan) {
     );
     let _ = writeln!(
         out,
-        "| design | per call |\n| --- | ---: |\n| moka future cache, entry API (the gateway's) | {m:.2} µs |\n| `Mutex<HashMap>` of shared futures | {l:.2} µs |\n| ratio locked ÷ moka (median of pairs) | {r:.2}x |\n"
+        "| design | per call |\n| --- | ---: |\n| moka future cache, entry API (the gateway's until 2026-12-01) | {m:.2} µs |\n| `Mutex<HashMap>` of shared futures (the gateway's now) | {l:.2} µs |\n| ratio locked ÷ moka (median of pairs) | {r:.2}x |\n"
     );
     results.record("coalescer.moka", m, "us", Better::Lower);
     results.record("coalescer.locked", l, "us", Better::Lower);

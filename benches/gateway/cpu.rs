@@ -94,5 +94,13 @@ pub fn report(out: &mut String, results: &mut Results, plan: &Plan, first: &Batc
             Better::Lower,
         );
     }
-    out.push('\n');
+    let gateway_per_call =
+        |batch: &Batch| batch.child_cpu.as_secs_f64() * 1e6 / (batch.ok.max(1) as f64);
+    let _ = writeln!(
+        out,
+        "\nGoal: at most 60 µs of gateway CPU per miss-path import: {} (first batch {:.0} µs, second {:.0} µs).\n",
+        crate::format::verdict(gateway_per_call(first) <= 60.0 && gateway_per_call(second) <= 60.0),
+        gateway_per_call(first),
+        gateway_per_call(second),
+    );
 }

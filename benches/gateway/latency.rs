@@ -98,8 +98,8 @@ pub async fn run(out: &mut String, results: &mut Results, plan: &Plan, env: &Env
     );
     let _ = writeln!(
         out,
-        "\nGoal: added p50 ≤ 1.5x a bare tonic round trip: {}.\n",
-        verdict(added[0] <= 1.5 * c.pct(0.5).as_secs_f64())
+        "\nGoal: added p50 ≤ 1.2x a bare tonic round trip: {}.\n",
+        verdict(added[0] <= 1.2 * c.pct(0.5).as_secs_f64())
     );
     let micros = |d: Duration| d.as_secs_f64() * 1e6;
     for (name, samples) in [("direct", &a), ("gateway", &b), ("echo", &c)] {

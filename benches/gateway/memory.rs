@@ -33,7 +33,7 @@ pub async fn run(out: &mut String, results: &mut Results, plan: &Plan, env: &Env
     tokio::time::sleep(Duration::from_millis(300)).await;
     let idle = rss(&pid);
 
-    // The token the first replay load repeats.
+    // Stored before anything else (replayed if no batch ran).
     let hot = harness::mint_tokens(&env.http, &env.base, 1)
         .await
         .remove(0);
@@ -46,7 +46,9 @@ pub async fn run(out: &mut String, results: &mut Results, plan: &Plan, env: &Env
     let first = import_batch(env, &clients, &pid, plan.distinct).await;
     let first_rss = rss(&pid);
     let first_store = store_counters(env, &child).await;
-    let first_load = watched_load(&clients, &pid, &hot, plan.memory_load).await;
+    // The latest import: the oldest ones may already be evicted for size.
+    let latest = first.tokens.last().unwrap_or(&hot);
+    let first_load = watched_load(&clients, &pid, latest, plan.memory_load).await;
 
     let second = import_batch(env, &clients, &pid, plan.distinct).await;
     let second_rss = rss(&pid);
@@ -131,8 +133,8 @@ pub async fn run(out: &mut String, results: &mut Results, plan: &Plan, env: &Env
     results.record("memory.end.hwm", in_mib(end.hwm), "MiB", Better::Lower);
     let _ = writeln!(
         out,
-        "\nGoal: peak (VmHWM at the end) under 100 MiB at the 64 MiB store bound: {}.\n",
-        verdict(end.hwm < 100 * 1024 * 1024)
+        "\nGoal: peak (VmHWM at the end) at most 80 MiB with the 64 MiB store full: {}.\n",
+        verdict(end.hwm <= 80 * 1024 * 1024)
     );
 
     cpu::report(out, results, plan, &first, &second);

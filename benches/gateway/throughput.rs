@@ -54,7 +54,7 @@ pub async fn run(out: &mut String, results: &mut Results, plan: &Plan, env: &Env
     );
     let _ = writeln!(
         out,
-        "| in flight | replayed imports via gateway (calls/s) | bare tonic echo (calls/s) | ratio (median of pairs) | goal ≥ 0.7x |\n| ---: | ---: | ---: | ---: | --- |"
+        "| in flight | replayed imports via gateway (calls/s) | bare tonic echo (calls/s) | ratio (median of pairs) | goal ≥ 0.95x |\n| ---: | ---: | ---: | ---: | --- |"
     );
     let mut at_64 = 0.0;
     for &concurrency in &plan.levels {
@@ -100,7 +100,7 @@ pub async fn run(out: &mut String, results: &mut Results, plan: &Plan, env: &Env
             "| {concurrency} | {:.0} | {:.0} | {r:.2}x | {}{} |",
             g.per_second(),
             e.per_second(),
-            verdict(r >= 0.7),
+            verdict(r >= 0.95),
             if errors > 0 {
                 format!(" ({errors} failed calls!)")
             } else {

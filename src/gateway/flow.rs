@@ -13,7 +13,7 @@ use super::{Core, ImportOutcome, recover};
 use crate::didit::{CallContext, DiditError, Rejection};
 use crate::error::GatewayError;
 use crate::replay::StoredImport;
-use crate::session::{ImportParams, ImportRequest};
+use crate::session::{ImportParams, ImportRequest, ImportedSession};
 use crate::state::{ImportId, InDoubt, LeaseKeeper, LeaseOwner, StateError, WaitOutcome};
 use crate::tenant::ApiKey;
 
@@ -91,11 +91,7 @@ async fn lead(
     // Nothing was sent before this line: every state failure above left Didit untouched.
     match core.client.import(key, request, ctx).await {
         Ok(session) => {
-            let stored = Arc::new(StoredImport {
-                params: request.params.clone(),
-                session,
-                recovered: false,
-            });
+            let stored = Arc::new(record(request.params.clone(), &session, false)?);
             store(core, id, &stored).await;
             Ok(ImportOutcome {
                 stored,
@@ -160,18 +156,31 @@ async fn recover_lost(
         return Err(GatewayError::AlreadyImported { session_id: None });
     };
     core.metrics.import_recoveries.inc();
-    let stored = Arc::new(StoredImport {
-        // What the lost import sent; the mark does not keep trust_review.
-        params: ImportParams {
-            workflow_id: mark.workflow_id,
-            vendor_data: mark.vendor_data,
-            trust_review: request.params.trust_review,
-        },
-        session,
-        recovered: true,
-    });
+    // What the lost import sent; the mark does not keep trust_review.
+    let params = ImportParams {
+        workflow_id: mark.workflow_id,
+        vendor_data: mark.vendor_data,
+        trust_review: request.params.trust_review,
+    };
+    let stored = Arc::new(record(params, &session, true)?);
     store(core, id, &stored).await;
     Ok(replayed(stored))
+}
+
+/// The record of a session Didit created (its answer encoded once, here).
+/// A body that does not map is an internal error; the in-doubt mark stays,
+/// so a retry can still find the session.
+fn record(
+    params: ImportParams,
+    session: &ImportedSession,
+    recovered: bool,
+) -> Result<StoredImport, GatewayError> {
+    StoredImport::new(params, session, recovered).map_err(|err| {
+        tracing::error!(error = %err, "an imported session's answer could not be built");
+        GatewayError::Internal(format!(
+            "the imported session's answer could not be built: {err}"
+        ))
+    })
 }
 
 /// Stores a record; a failure only costs the replay (the caller still
@@ -179,7 +188,7 @@ async fn recover_lost(
 async fn store(core: &Core, id: &ImportId, stored: &StoredImport) {
     match core
         .store
-        .put_record(id, &stored.encode(), core.window)
+        .put_record_bytes(id, stored.encode(), core.window)
         .await
     {
         Ok(()) => {

@@ -9,13 +9,18 @@
 //! a `mod` and `pub use` line below, and its `add_service` in `server.rs`.
 //! The import answer's check arrays are listed once, in [`checks`];
 //! `json_struct` decodes Didit's JSON into protobuf `Struct`s; `enums` maps
-//! the core's session kinds and statuses onto the proto's.
+//! the core's session kinds and statuses onto the proto's. `answer` maps a
+//! session body onto the import answer and encodes it once; ImportService
+//! is served by `import_server`, a hand-written server whose codec sends
+//! those bytes as they are (the other services use the generated ones).
 
+mod answer;
 mod call;
 mod call_record;
 pub mod checks;
 mod enums;
 mod import;
+mod import_server;
 mod json_struct;
 mod session;
 mod share;
@@ -31,8 +36,11 @@ use crate::metrics::Metrics;
 use crate::tenant::Tenants;
 use crate::webhooks::EventLog;
 
+pub use answer::EncodedAnswer;
+pub(crate) use answer::session_answer;
 pub use call::code_name;
 pub use import::ImportApi;
+pub use import_server::ImportServer;
 pub use session::SessionApi;
 pub use share::ShareApi;
 

@@ -18,8 +18,8 @@ use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
 use super::AppState;
+use super::answer::{session_answer, string_field};
 use super::call::{run_call, run_stream};
-use super::import::{session_answer, string_field};
 use crate::didit::Decision;
 use crate::error::{FieldViolation, GatewayError};
 use crate::proto::session_service_server::SessionService;

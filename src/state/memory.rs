@@ -163,8 +163,22 @@ impl MemoryStore {
         record: &[u8],
         ttl: Duration,
     ) -> Result<(), StateError> {
-        let value = Timed::new(Bytes::copy_from_slice(record), ttl, record.len());
-        self.inner.records.insert(id.clone(), value).await;
+        self.put_record_bytes(id, Bytes::copy_from_slice(record), ttl)
+            .await
+    }
+
+    /// [`Self::put_record`], keeping `record`'s buffer as it is.
+    pub async fn put_record_bytes(
+        &self,
+        id: &ImportId,
+        record: Bytes,
+        ttl: Duration,
+    ) -> Result<(), StateError> {
+        let bytes = record.len();
+        self.inner
+            .records
+            .insert(id.clone(), Timed::new(record, ttl, bytes))
+            .await;
         self.inner.in_doubt.invalidate(id).await;
         self.inner.waiters.wake(&self.inner.names.done_channel(id));
         Ok(())

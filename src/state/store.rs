@@ -97,6 +97,20 @@ impl StateStore {
         delegate!(self.put_record(id, record, ttl))
     }
 
+    /// [`Self::put_record`] of a record already in a [`Bytes`]: the memory
+    /// backend keeps that buffer as it is, without a copy.
+    pub async fn put_record_bytes(
+        &self,
+        id: &ImportId,
+        record: Bytes,
+        ttl: Duration,
+    ) -> Result<(), StateError> {
+        match self {
+            Self::Memory(store) => store.put_record_bytes(id, record, ttl).await,
+            Self::Redis(store) => store.put_record(id, &record, ttl).await,
+        }
+    }
+
     /// Takes the in-flight lease of `id` for `ttl` if nobody holds it.
     pub async fn try_lease(
         &self,

@@ -20,6 +20,7 @@ mod propagation;
 mod recovery;
 mod reflection;
 mod reload;
+mod replay_wire;
 mod replicas;
 mod retries;
 mod security;

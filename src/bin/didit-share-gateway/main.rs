@@ -15,6 +15,12 @@ use didit_share_gateway::app::{self, StartError, StartOptions};
 use didit_share_gateway::config::{CheckReport, Config, Overrides};
 use didit_share_gateway::telemetry::{self, LogFormat};
 
+/// mimalloc when the `mimalloc` feature is on (see benches/README.md for
+/// what it changes).
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// EX_USAGE: bad flags or config.
 const EXIT_CONFIG: u8 = 64;
 /// EX_UNAVAILABLE: a port could not be bound or the server failed.

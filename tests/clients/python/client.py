@@ -226,8 +226,15 @@ def run(r, addr, sb, service_config_path):
                            raw=raw_trusted, token=token):
             assert token, "no token from the share check"
             vd = f"{LANG}-{name}-trusted"
-            check_import(c.import_("service-y", token[0], workflow, vd, True),
-                         orig, vd, proto_kind, share_pb2.SESSION_STATUS_APPROVED, raw)
+            first = c.import_("service-y", token[0], workflow, vd, True)
+            check_import(first, orig, vd, proto_kind, share_pb2.SESSION_STATUS_APPROVED, raw)
+            # The retry is replayed: the same message with replayed = true
+            # (the gateway sends the stored bytes and appends the flag).
+            want = share_pb2.ImportSharedSessionResponse()
+            want.CopyFrom(first)
+            want.replayed = True
+            again = c.import_("service-y", token[0], workflow, vd, True)
+            assert again == want, f"the retry is not the first answer with replayed=true: {again.replayed=}"
 
         def import_review(name=name, orig=orig, workflow=workflow, proto_kind=proto_kind, raw=raw_review):
             fresh = c.share("service-x", orig, y_app).share_token
