@@ -54,7 +54,9 @@ pub(super) async fn run(
                 Some(stored) => return Ok(replayed(stored)),
                 None => check_record = false,
             },
-            Err(StateError::Corrupt(cause)) => {
+            // Once: what the store cannot open is the record; begin again
+            // without it.
+            Err(StateError::Corrupt(cause)) if check_record => {
                 tracing::warn!(%cause, "an unreadable replay record is ignored");
                 check_record = false;
             }
