@@ -135,4 +135,37 @@ mod tests {
             "their lease is untouched"
         );
     }
+
+    #[tokio::test(start_paused = true)]
+    async fn finish_stores_the_record_and_frees_the_lease() {
+        let store = StateStore::Memory(MemoryStore::new(1 << 20));
+        let id = ImportId::new("t", [2; 32]);
+        let (mine, theirs) = (LeaseOwner::random(), LeaseOwner::random());
+        let ttl = Duration::from_secs(3);
+        assert!(store.try_lease(&id, &mine, ttl).await.unwrap());
+        let keeper = LeaseKeeper::start(store.clone(), id.clone(), mine.clone(), ttl);
+        tokio::time::sleep(Duration::from_secs(4)).await;
+        assert!(
+            keeper.finish(b"record", ttl * 10).await.unwrap(),
+            "released"
+        );
+        assert_eq!(
+            store.get_record(&id).await.unwrap().as_deref(),
+            Some(&b"record"[..])
+        );
+        assert!(store.try_lease(&id, &theirs, ttl).await.unwrap());
+        // No extension of the finished lease comes later to fight theirs.
+        tokio::time::sleep(ttl * 2).await;
+        assert!(
+            !store.extend_lease(&id, &mine, ttl).await.unwrap(),
+            "not mine"
+        );
+        assert!(
+            store
+                .try_lease(&id, &LeaseOwner::random(), ttl)
+                .await
+                .unwrap(),
+            "their lease expired: nobody extended it"
+        );
+    }
 }
