@@ -1,8 +1,9 @@
-//! One import run across replicas: take the shared lease of the import (or
-//! wait for whoever holds it), mark the import in doubt, call Didit, store
-//! the replay record. When Didit's answer is lost the mark stays, and a
-//! later run that Didit answers "already imported" finds the session
-//! through Didit ([`super::recover`]).
+//! One import run across replicas: in one store step, find the record or
+//! take the shared lease of the import and mark it in doubt (or learn who
+//! holds it and wait for them); call Didit; in one more step store the
+//! replay record and release the lease. When Didit's answer is lost the
+//! mark stays, and a later run that Didit answers "already imported" finds
+//! the session through Didit ([`super::recover`]).
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -14,7 +15,9 @@ use crate::didit::{CallContext, DiditError, Rejection};
 use crate::error::GatewayError;
 use crate::replay::StoredImport;
 use crate::session::{ImportParams, ImportRequest, ImportedSession};
-use crate::state::{ImportId, InDoubt, LeaseKeeper, LeaseOwner, StateError, WaitOutcome};
+use crate::state::{
+    Begin, ImportId, InDoubt, LeaseKeeper, LeaseOwner, Previous, StateError, WaitOutcome,
+};
 use crate::tenant::ApiKey;
 
 /// How long a lease lives without an extension: a leader that dies holds
@@ -32,67 +35,105 @@ pub(super) async fn run(
 ) -> Result<ImportOutcome, GatewayError> {
     let owner = LeaseOwner::random();
     let wait_until = Instant::now() + core.wait_cap;
+    let mut check_record = true;
     loop {
-        if core.store.try_lease(&id, &owner, LEASE_TTL).await? {
-            let keeper = LeaseKeeper::start(core.store.clone(), id.clone(), owner, LEASE_TTL);
-            let result = lead(&core, &id, &key, &request, &ctx).await;
-            if let Err(err) = keeper.release().await {
-                // The lease expires by itself within its TTL.
-                tracing::warn!(error = %err, "could not release an import lease");
-            }
-            return result;
-        }
-        if Instant::now() >= wait_until {
-            return Err(GatewayError::DeadlineExceeded);
-        }
-        match core.store.wait_for_record(&id, wait_until).await? {
-            WaitOutcome::Record(bytes) => match decode(&bytes) {
+        // One step: the record (another replica may have stored it since
+        // the caller's lookup), or the lease with the in-doubt mark.
+        let mark = new_mark(&request);
+        let begun = if check_record {
+            core.store
+                .begin_import(&id, &owner, LEASE_TTL, &mark, core.window)
+                .await
+        } else {
+            core.store
+                .begin_import_ignoring_record(&id, &owner, LEASE_TTL, &mark, core.window)
+                .await
+        };
+        match begun {
+            Ok(Begin::Record(bytes)) => match decode(&bytes) {
                 Some(stored) => return Ok(replayed(stored)),
-                None => return Err(GatewayError::Internal("unreadable replay record".into())),
+                None => check_record = false,
             },
-            // The leader failed or died: try to lead.
-            WaitOutcome::LeaseGone => continue,
-            WaitOutcome::TimedOut => return Err(GatewayError::DeadlineExceeded),
+            // Once: what the store cannot open is the record; begin again
+            // without it.
+            Err(StateError::Corrupt(cause)) if check_record => {
+                tracing::warn!(%cause, "an unreadable replay record is ignored");
+                check_record = false;
+            }
+            Err(err) => return Err(err.into()),
+            Ok(Begin::Leading(previous)) => {
+                let keeper = LeaseKeeper::start(core.store.clone(), id.clone(), owner, LEASE_TTL);
+                let mut lease = Some(keeper);
+                let result = lead(&core, &id, &key, &request, &ctx, previous, &mut lease).await;
+                // Not finished by a stored record: release it.
+                if let Some(keeper) = lease
+                    && let Err(err) = keeper.release().await
+                {
+                    // The lease expires by itself within its TTL.
+                    tracing::warn!(error = %err, "could not release an import lease");
+                }
+                return result;
+            }
+            Ok(Begin::Busy) => {
+                if Instant::now() >= wait_until {
+                    return Err(GatewayError::DeadlineExceeded);
+                }
+                match core.store.wait_for_record(&id, wait_until).await? {
+                    WaitOutcome::Record(bytes) => match decode(&bytes) {
+                        Some(stored) => return Ok(replayed(stored)),
+                        None => {
+                            return Err(GatewayError::Internal("unreadable replay record".into()));
+                        }
+                    },
+                    // The leader failed or died: try to lead.
+                    WaitOutcome::LeaseGone => {}
+                    WaitOutcome::TimedOut => return Err(GatewayError::DeadlineExceeded),
+                }
+            }
         }
     }
 }
 
-/// The leader's part, holding the lease.
+/// The in-doubt mark of `request`, sent now.
+fn new_mark(request: &ImportRequest) -> InDoubt {
+    InDoubt {
+        source_session_id: crate::share_token::read_claims(request.share_token.expose())
+            .map(|claims| claims.session_id.to_string())
+            .unwrap_or_default(),
+        workflow_id: request.params.workflow_id.clone(),
+        vendor_data: request.params.vendor_data.clone(),
+        sent_at: SystemTime::now(),
+    }
+}
+
+/// The leader's part, holding the lease (`lease`, taken when a record is
+/// stored). `previous` is the mark an earlier unanswered import left; when
+/// there was none, `begin_import` stored this import's mark.
 async fn lead(
     core: &Core,
     id: &ImportId,
     key: &ApiKey,
     request: &ImportRequest,
     ctx: &CallContext,
+    previous: Previous,
+    lease: &mut Option<LeaseKeeper>,
 ) -> Result<ImportOutcome, GatewayError> {
-    // Another replica may have stored it between the caller's lookup and the lease.
-    if let Some(stored) = read_record(core, id).await? {
-        return Ok(replayed(stored));
-    }
-    let previous = match core.store.in_doubt(id).await {
-        Ok(mark) => mark,
-        Err(StateError::Corrupt(cause)) => {
+    let previous = match previous {
+        Previous::Absent => None,
+        Previous::Mark(mark) => Some(mark),
+        Previous::Unreadable(cause) => {
             tracing::warn!(%cause, "an unreadable in-doubt mark is ignored");
+            core.store
+                .mark_in_doubt(id, &new_mark(request), core.window)
+                .await?;
             None
         }
-        Err(err) => return Err(err.into()),
     };
-    if previous.is_none() {
-        let mark = InDoubt {
-            source_session_id: crate::share_token::read_claims(request.share_token.expose())
-                .map(|claims| claims.session_id.to_string())
-                .unwrap_or_default(),
-            workflow_id: request.params.workflow_id.clone(),
-            vendor_data: request.params.vendor_data.clone(),
-            sent_at: SystemTime::now(),
-        };
-        core.store.mark_in_doubt(id, &mark, core.window).await?;
-    }
     // Nothing was sent before this line: every state failure above left Didit untouched.
     match core.client.import(key, request, ctx).await {
         Ok(session) => {
             let stored = Arc::new(record(request.params.clone(), &session, false)?);
-            store(core, id, &stored).await;
+            store(core, id, &stored, lease).await;
             Ok(ImportOutcome {
                 stored,
                 replayed: false,
@@ -112,7 +153,7 @@ async fn lead(
                 let _ = core.store.clear_in_doubt(id).await;
                 return Err(err.into());
             };
-            recover_lost(core, id, key, request, ctx, mark).await
+            recover_lost(core, id, key, request, ctx, mark, lease).await
         }
         Err(
             err @ (DiditError::Rejected { .. }
@@ -150,6 +191,7 @@ async fn recover_lost(
     request: &ImportRequest,
     ctx: &CallContext,
     mark: InDoubt,
+    lease: &mut Option<LeaseKeeper>,
 ) -> Result<ImportOutcome, GatewayError> {
     let found = recover::find_imported(&core.client, key, &mark, ctx).await?;
     let Some(session) = found else {
@@ -163,7 +205,7 @@ async fn recover_lost(
         trust_review: request.params.trust_review,
     };
     let stored = Arc::new(record(params, &session, true)?);
-    store(core, id, &stored).await;
+    store(core, id, &stored, lease).await;
     Ok(replayed(stored))
 }
 
@@ -183,14 +225,17 @@ fn record(
     })
 }
 
-/// Stores a record; a failure only costs the replay (the caller still
-/// gets its session, and the in-doubt mark lets a retry recover it).
-async fn store(core: &Core, id: &ImportId, stored: &StoredImport) {
-    match core
-        .store
-        .put_record_bytes(id, stored.encode(), core.window)
-        .await
-    {
+/// Stores a record, and releases the lease with it in one step when it is
+/// still held (`lease` is then taken); a failure only costs the replay (the
+/// caller still gets its session, and the in-doubt mark lets a retry
+/// recover it).
+async fn store(core: &Core, id: &ImportId, stored: &StoredImport, lease: &mut Option<LeaseKeeper>) {
+    let record = stored.encode();
+    let stored = match lease.take() {
+        Some(keeper) => keeper.finish(record, core.window).await.map(drop),
+        None => core.store.put_record_bytes(id, record, core.window).await,
+    };
+    match stored {
         Ok(()) => {
             core.metrics.replay_stored.inc();
         }

@@ -1,17 +1,21 @@
 //! Keeping an in-flight lease alive while the call it guards runs: a task
 //! extends it every third of its TTL, so a live leader keeps it and a dead
-//! one loses it within one TTL.
+//! one loses it within one TTL. The keeper ends with a release, or with
+//! [`LeaseKeeper::finish`], which stores the import's record and releases
+//! the lease in one step.
 
 use std::time::Duration;
+
+use bytes::Bytes;
 
 use tokio::sync::watch;
 use tokio::task::AbortHandle;
 
 use super::{ImportId, LeaseOwner, StateError, StateStore};
 
-/// Extends a held lease until dropped or released. Dropping stops the
-/// extensions only (the lease then expires within its TTL); call
-/// [`LeaseKeeper::release`] to free it at once.
+/// Extends a held lease until dropped, released or finished. Dropping
+/// stops the extensions only (the lease then expires within its TTL); call
+/// [`LeaseKeeper::release`] (or [`LeaseKeeper::finish`]) to free it at once.
 pub struct LeaseKeeper {
     store: StateStore,
     id: ImportId,
@@ -22,7 +26,8 @@ pub struct LeaseKeeper {
 
 impl LeaseKeeper {
     /// Starts extending `owner`'s lease of `id` to `ttl` every `ttl / 3`.
-    /// Call it right after [`StateStore::try_lease`] succeeded.
+    /// Call it right after [`StateStore::try_lease`] or
+    /// [`StateStore::begin_import`] took the lease.
     pub fn start(store: StateStore, id: ImportId, owner: LeaseOwner, ttl: Duration) -> Self {
         let (lost_tx, lost) = watch::channel(false);
         let task = tokio::spawn({
@@ -71,6 +76,23 @@ impl LeaseKeeper {
         self.task.abort();
         self.store.release_lease(&self.id, &self.owner).await
     }
+
+    /// Stops extending, then stores `record` for `ttl`, clears the
+    /// in-doubt mark, wakes waiters and releases the lease if still ours,
+    /// in one step ([`StateStore::finish_import`]): no second release.
+    /// True if the lease was released. When that step fails, the lease is
+    /// still released on its own (best effort) before the error returns.
+    pub async fn finish(self, record: Bytes, ttl: Duration) -> Result<bool, StateError> {
+        self.task.abort();
+        let finished = self
+            .store
+            .finish_import(&self.id, record, ttl, &self.owner)
+            .await;
+        if finished.is_err() {
+            let _ = self.store.release_lease(&self.id, &self.owner).await;
+        }
+        finished
+    }
 }
 
 impl Drop for LeaseKeeper {
@@ -113,6 +135,42 @@ mod tests {
                 .await
                 .unwrap(),
             "their lease is untouched"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn finish_stores_the_record_and_frees_the_lease() {
+        let store = StateStore::Memory(MemoryStore::new(1 << 20));
+        let id = ImportId::new("t", [2; 32]);
+        let (mine, theirs) = (LeaseOwner::random(), LeaseOwner::random());
+        let ttl = Duration::from_secs(3);
+        assert!(store.try_lease(&id, &mine, ttl).await.unwrap());
+        let keeper = LeaseKeeper::start(store.clone(), id.clone(), mine.clone(), ttl);
+        tokio::time::sleep(Duration::from_secs(4)).await;
+        assert!(
+            keeper
+                .finish(Bytes::from_static(b"record"), ttl * 10)
+                .await
+                .unwrap(),
+            "released"
+        );
+        assert_eq!(
+            store.get_record(&id).await.unwrap().as_deref(),
+            Some(&b"record"[..])
+        );
+        assert!(store.try_lease(&id, &theirs, ttl).await.unwrap());
+        // No extension of the finished lease comes later to fight theirs.
+        tokio::time::sleep(ttl * 2).await;
+        assert!(
+            !store.extend_lease(&id, &mine, ttl).await.unwrap(),
+            "not mine"
+        );
+        assert!(
+            store
+                .try_lease(&id, &LeaseOwner::random(), ttl)
+                .await
+                .unwrap(),
+            "their lease expired: nobody extended it"
         );
     }
 }

@@ -20,7 +20,9 @@ use tokio::time::Instant;
 use super::health::HealthSignal;
 use super::keys::Keys;
 use super::wait::{self, Probe, Waiters};
-use super::{Budget, Charge, Health, ImportId, InDoubt, LeaseOwner, StateError, WaitOutcome};
+use super::{
+    Begin, Budget, Charge, Health, ImportId, InDoubt, LeaseOwner, Previous, StateError, WaitOutcome,
+};
 
 /// How often a memory waiter re-checks for an expired lease (a release or
 /// a stored record wakes it at once).
@@ -297,6 +299,53 @@ impl MemoryStore {
     pub async fn clear_in_doubt(&self, id: &ImportId) -> Result<(), StateError> {
         self.inner.in_doubt.invalidate(id).await;
         Ok(())
+    }
+
+    /// Begins an import (see `StateStore::begin_import`): the record if
+    /// `check_record` and one is stored; else takes the lease if free,
+    /// then returns the in-doubt mark or stores `mark`. Observably atomic:
+    /// the lease is taken under the lease lock, and the record is looked at
+    /// again once it is taken (a leader stores its record before it lets
+    /// go of the lease, so a record stored meanwhile is seen, and the lease
+    /// is given back); marks are only written by the lease's holder.
+    pub async fn begin_import(
+        &self,
+        id: &ImportId,
+        owner: &LeaseOwner,
+        lease_ttl: Duration,
+        mark: &InDoubt,
+        mark_ttl: Duration,
+        check_record: bool,
+    ) -> Result<Begin, StateError> {
+        if check_record && let Some(record) = self.inner.records.get(id).await {
+            return Ok(Begin::Record(record.value));
+        }
+        if !self.try_lease(id, owner, lease_ttl).await? {
+            return Ok(Begin::Busy);
+        }
+        if check_record && let Some(record) = self.inner.records.get(id).await {
+            self.release_lease(id, owner).await?;
+            return Ok(Begin::Record(record.value));
+        }
+        if let Some(previous) = self.inner.in_doubt.get(id).await {
+            return Ok(Begin::Leading(Previous::Mark(previous.value)));
+        }
+        self.mark_in_doubt(id, mark, mark_ttl).await?;
+        Ok(Begin::Leading(Previous::Absent))
+    }
+
+    /// Finishes an import (see `StateStore::finish_import`): stores the
+    /// record, clears the mark, releases `owner`'s lease if it holds it,
+    /// wakes waiters.
+    pub async fn finish_import(
+        &self,
+        id: &ImportId,
+        record: Bytes,
+        ttl: Duration,
+        owner: &LeaseOwner,
+    ) -> Result<bool, StateError> {
+        self.put_record_bytes(id, record, ttl).await?;
+        self.release_lease(id, owner).await
     }
 
     /// Charges one call to `tenant`'s budget.

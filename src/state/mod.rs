@@ -10,6 +10,10 @@
 //!   compare-and-delete; others [`StateStore::wait_for_record`].
 //! - **In-doubt marks**: what was sent to Didit before an answer is stored,
 //!   so a later call can look for the session if the answer was lost.
+//! - **The import's two steps**: [`StateStore::begin_import`] (the record,
+//!   or the lease with the in-doubt mark, or "busy") and
+//!   [`StateStore::finish_import`] (record stored, mark cleared, waiters
+//!   woken, lease released), each one Lua script in Redis.
 //! - **Budgets**: the tenant's Didit write budget for the whole deployment
 //!   (GCRA), which Didit's own `Retry-After` can pause on every replica.
 //!
@@ -44,7 +48,7 @@ pub use memory::MemoryStore;
 pub use redis::RedisStore;
 pub use seal::EncryptionKey;
 pub use store::StateStore;
-pub use types::{Budget, Charge, ImportId, InDoubt, LeaseOwner, WaitOutcome};
+pub use types::{Begin, Budget, Charge, ImportId, InDoubt, LeaseOwner, Previous, WaitOutcome};
 
 /// Why a state operation failed. Neither variant means "allow": the caller
 /// must not go on as if the state said yes.

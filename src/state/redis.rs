@@ -1,6 +1,8 @@
 //! The Redis backend: every replica's one truth. Records and in-doubt
-//! marks are sealed ([`super::seal`]); leases, budgets and pauses are
-//! atomic commands or Lua scripts ([`scripts`]) using Redis `TIME`. Every
+//! marks are sealed ([`super::seal`]) in the gateway, also those the
+//! import's begin and finish scripts write; leases, an import's begin and
+//! finish, budgets and pauses are atomic commands or Lua scripts
+//! ([`scripts`]), the budget's using Redis `TIME`. Every
 //! operation is bounded by `response_timeout` (including waiting for a
 //! reconnect) and fails as [`StateError::Unavailable`]; the connection
 //! manager reconnects on its own. Works with `redis://` and `rediss://`
@@ -26,7 +28,8 @@ use super::keys::Keys;
 use super::seal::Sealer;
 use super::wait::{self, Probe, Waiters};
 use super::{
-    Budget, Charge, Health, ImportId, InDoubt, LeaseOwner, RedisSettings, StateError, WaitOutcome,
+    Begin, Budget, Charge, Health, ImportId, InDoubt, LeaseOwner, Previous, RedisSettings,
+    StateError, WaitOutcome,
 };
 use connect::describe;
 use scripts::Scripts;
@@ -361,6 +364,82 @@ impl RedisStore {
                 .query_async::<()>(&mut conn),
         )
         .await
+    }
+
+    /// Begins an import in one script (see `StateStore::begin_import`):
+    /// `mark` is sealed here for its key name before it is sent, and the
+    /// mark found is opened here.
+    pub async fn begin_import(
+        &self,
+        id: &ImportId,
+        owner: &LeaseOwner,
+        lease_ttl: Duration,
+        mark: &InDoubt,
+        mark_ttl: Duration,
+        check_record: bool,
+    ) -> Result<Begin, StateError> {
+        let keys = &self.inner.keys;
+        let (record_key, mark_key) = (keys.record(id), keys.in_doubt(id));
+        let sealed_mark = self.inner.sealer.seal(&mark_key, &mark.encode()?)?;
+        let mut call = self.inner.scripts.begin.key(&record_key);
+        call.key(keys.lease(id))
+            .key(&mark_key)
+            .arg(owner.as_str())
+            .arg(millis(lease_ttl))
+            .arg(sealed_mark)
+            .arg(millis(mark_ttl))
+            .arg(if check_record { "1" } else { "0" });
+        let mut conn = self.conn();
+        let (found, value): (i64, Option<Vec<u8>>) = self
+            .run("begin import", call.invoke_async(&mut conn))
+            .await?;
+        match (found, value) {
+            (0, Some(sealed)) => Ok(Begin::Record(Bytes::from(
+                self.inner.sealer.open(&record_key, &sealed)?,
+            ))),
+            (1, _) => Ok(Begin::Busy),
+            (2, None) => Ok(Begin::Leading(Previous::Absent)),
+            (2, Some(sealed)) => Ok(Begin::Leading(
+                match self
+                    .inner
+                    .sealer
+                    .open(&mark_key, &sealed)
+                    .and_then(|plain| InDoubt::decode(&plain))
+                {
+                    Ok(previous) => Previous::Mark(previous),
+                    Err(err) => Previous::Unreadable(err.to_string()),
+                },
+            )),
+            (other, _) => Err(StateError::Unavailable(format!(
+                "begin import: unexpected answer {other}"
+            ))),
+        }
+    }
+
+    /// Finishes an import in one script (see `StateStore::finish_import`):
+    /// the record is sealed here for its key name.
+    pub async fn finish_import(
+        &self,
+        id: &ImportId,
+        record: Bytes,
+        ttl: Duration,
+        owner: &LeaseOwner,
+    ) -> Result<bool, StateError> {
+        let keys = &self.inner.keys;
+        let record_key = keys.record(id);
+        let sealed = self.inner.sealer.seal(&record_key, &record)?;
+        let mut call = self.inner.scripts.finish.key(&record_key);
+        call.key(keys.in_doubt(id))
+            .key(keys.lease(id))
+            .arg(sealed)
+            .arg(millis(ttl))
+            .arg(keys.done_channel(id))
+            .arg(owner.as_str());
+        let mut conn = self.conn();
+        let released: i64 = self
+            .run("finish import", call.invoke_async(&mut conn))
+            .await?;
+        Ok(released == 1)
     }
 
     /// Charges one call to `tenant`'s deployment-wide budget (GCRA script).

@@ -8,8 +8,8 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::{
-    Budget, Charge, Health, ImportId, InDoubt, LeaseOwner, MemoryStore, RedisStore, ResolvedState,
-    StateConfig, StateConfigError, StateError, WaitOutcome,
+    Begin, Budget, Charge, Health, ImportId, InDoubt, LeaseOwner, MemoryStore, RedisStore,
+    ResolvedState, StateConfig, StateConfigError, StateError, WaitOutcome,
 };
 
 /// The shared state: in this process or in Redis. Cheap to clone.
@@ -190,6 +190,53 @@ impl StateStore {
     /// `Retry-After`), on every replica.
     pub async fn pause(&self, tenant: &str, duration: Duration) -> Result<(), StateError> {
         delegate!(self.pause(tenant, duration))
+    }
+
+    /// Begins an import in one atomic step (one Redis round trip): the
+    /// stored record of `id` if any ([`Begin::Record`]); else, if nobody
+    /// holds the lease, takes it for `owner` for `lease_ttl` and returns
+    /// the in-doubt mark found ([`Begin::Leading`]), storing `mark` for
+    /// `mark_ttl` only when none was there (an earlier unanswered import's
+    /// mark is kept as it was); else [`Begin::Busy`]. Nothing is taken or
+    /// written unless the lease is taken. An unreadable record is
+    /// [`StateError::Corrupt`] (nothing taken); call
+    /// [`Self::begin_import_ignoring_record`] to go on without it.
+    pub async fn begin_import(
+        &self,
+        id: &ImportId,
+        owner: &LeaseOwner,
+        lease_ttl: Duration,
+        mark: &InDoubt,
+        mark_ttl: Duration,
+    ) -> Result<Begin, StateError> {
+        delegate!(self.begin_import(id, owner, lease_ttl, mark, mark_ttl, true))
+    }
+
+    /// [`Self::begin_import`] without looking at the record (after an
+    /// unreadable one): never [`Begin::Record`].
+    pub async fn begin_import_ignoring_record(
+        &self,
+        id: &ImportId,
+        owner: &LeaseOwner,
+        lease_ttl: Duration,
+        mark: &InDoubt,
+        mark_ttl: Duration,
+    ) -> Result<Begin, StateError> {
+        delegate!(self.begin_import(id, owner, lease_ttl, mark, mark_ttl, false))
+    }
+
+    /// Finishes an import in one atomic step (one Redis round trip):
+    /// stores `record` for `ttl`, clears the in-doubt mark, wakes every
+    /// waiter of `id` on every replica, and releases `owner`'s lease if it
+    /// still holds it (true; false and the lease untouched otherwise).
+    pub async fn finish_import(
+        &self,
+        id: &ImportId,
+        record: Bytes,
+        ttl: Duration,
+        owner: &LeaseOwner,
+    ) -> Result<bool, StateError> {
+        delegate!(self.finish_import(id, record, ttl, owner))
     }
 
     /// Availability now and at every transition (memory: always available).

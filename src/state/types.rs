@@ -109,6 +109,33 @@ impl std::fmt::Debug for InDoubt {
     }
 }
 
+/// What [`StateStore::begin_import`](super::StateStore::begin_import) found,
+/// in one atomic step.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Begin {
+    /// The import's record is stored: nothing was taken or written.
+    Record(Bytes),
+    /// Another caller holds the lease: nothing was taken or written; wait
+    /// for it ([`StateStore::wait_for_record`](super::StateStore::wait_for_record)).
+    Busy,
+    /// The lease is the caller's now (keep it alive with a
+    /// [`LeaseKeeper`](super::LeaseKeeper)).
+    Leading(Previous),
+}
+
+/// The in-doubt mark a new leader found when it took the lease.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Previous {
+    /// None: the new mark was stored.
+    Absent,
+    /// An earlier import was sent and not answered: its mark is kept as it
+    /// was (the new mark was not stored).
+    Mark(InDoubt),
+    /// A mark is stored but does not open or decode (why): kept as it was,
+    /// the new mark was not stored.
+    Unreadable(String),
+}
+
 /// How a wait for another caller's import ended.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum WaitOutcome {

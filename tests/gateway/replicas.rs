@@ -598,3 +598,110 @@ async fn redis_restarted_mid_load_refuses_clearly_and_imports_each_token_once() 
     );
     group.stop().await;
 }
+
+/// The Redis commands the gateway sent between two `ECHO marker`
+/// commands, one entry per round trip (`MULTI`…`EXEC` is one; commands
+/// inside scripts are not listed), read from `MONITOR`. Health `PING`s and
+/// anything not naming the gateway's state keys (the event log) are left
+/// out.
+fn round_trips(lines: &[String], marker: &str) -> Vec<Vec<String>> {
+    let mut parts = Vec::new();
+    let mut current: Option<Vec<String>> = None;
+    for line in lines {
+        // +1796092208.433332 [0 127.0.0.1:53328] "SET" "a" "1"
+        let Some((source, rest)) = line.split_once(" [").and_then(|(_, r)| r.split_once("] "))
+        else {
+            continue;
+        };
+        let name = rest
+            .split('"')
+            .nth(1)
+            .unwrap_or_default()
+            .to_ascii_uppercase();
+        if name == "ECHO" && rest.contains(marker) {
+            parts.extend(current.take());
+            current = Some(Vec::new());
+            continue;
+        }
+        let Some(part) = current.as_mut() else {
+            continue;
+        };
+        let state_key = rest.contains("\"replicas:") && !rest.contains(":events:");
+        if source.ends_with(" lua") || name == "PING" || name == "EXEC" {
+            continue;
+        }
+        if name == "MULTI" || state_key {
+            part.push(name);
+        }
+    }
+    parts
+}
+
+/// The Redis round trips of an import that misses the replay store and of
+/// a replay, counted with `MONITOR`: a lookup `GET`, the begin script, the
+/// budget charge and the finish script; a replay is one `GET`.
+#[tokio::test]
+async fn a_miss_costs_four_redis_round_trips_and_a_replay_one_get() {
+    use std::io::{BufRead as _, BufReader, Write as _};
+
+    let Some(group) = Group::start(1).await else {
+        return;
+    };
+    // Scripts loaded, connections up.
+    let (_, warm) = group.token_for_y().await;
+    group.import(0, &warm, "u-warm").await.unwrap();
+    let (_, token) = group.token_for_y().await;
+
+    let port = group
+        .redis
+        .url()
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .trim_end_matches('/')
+        .parse::<u16>()
+        .unwrap();
+    let mut monitor = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    monitor.write_all(b"MONITOR\r\n").unwrap();
+    let mut reader = BufReader::new(monitor.try_clone().unwrap());
+    let mut ok = String::new();
+    reader.read_line(&mut ok).unwrap();
+    assert_eq!(ok, "+OK\r\n");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in reader.lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut conn = redis::Client::open(group.redis.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let marker = format!("dsg-test-marker-{}", rand::random::<u32>());
+    let mut echo = async || {
+        let _: String = redis::cmd("ECHO")
+            .arg(&marker)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+    };
+    echo().await;
+    let first = group.import(0, &token, "u-count").await.unwrap();
+    assert!(!first.replayed);
+    echo().await;
+    let retry = group.import(0, &token, "u-count").await.unwrap();
+    assert!(retry.replayed);
+    echo().await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let lines: Vec<String> = rx.try_iter().collect();
+    let _ = monitor.shutdown(std::net::Shutdown::Both);
+    let parts = round_trips(&lines, &marker);
+    assert_eq!(parts.len(), 2, "{lines:#?}");
+    assert_eq!(parts[0], ["GET", "EVALSHA", "EVALSHA", "EVALSHA"], "miss");
+    assert_eq!(parts[1], ["GET"], "replay");
+    group.stop().await;
+}

@@ -1,7 +1,9 @@
 //! The Lua scripts, each atomic on one hash slot (all its keys share a
-//! hash tag). Times are microseconds since the epoch from Redis `TIME`, so
-//! replicas' clocks never matter. Numbers are written with `%.0f`: Lua
-//! would otherwise print large integers in exponent form.
+//! hash tag). The budget's times are microseconds since the epoch from
+//! Redis `TIME`, so replicas' clocks never matter. Numbers are written with
+//! `%.0f`: Lua would otherwise print large integers in exponent form.
+//! Values the import scripts store or return (records, in-doubt marks) are
+//! sealed and opened by the caller: a script never sees them in clear.
 
 use redis::Script;
 
@@ -24,6 +26,50 @@ return 0
 const EXTEND: &str = r"
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0
+";
+
+/// Begins an import: the record if stored (and asked for); else takes the
+/// lease if free, then returns the in-doubt mark found, or stores the new
+/// mark (sealed by the caller for its key) when there was none; else says
+/// the lease is held. Replaces GET record, SET NX lease, GET record again,
+/// GET mark and SET mark.
+///
+/// KEYS[1] record, KEYS[2] lease, KEYS[3] in-doubt mark; ARGV[1] owner,
+/// ARGV[2] lease ttl ms, ARGV[3] the new mark (sealed), ARGV[4] mark ttl
+/// ms, ARGV[5] "1" to look at the record. Returns {0, record} when stored,
+/// {1, false} when the lease is held by another, {2, previous mark or
+/// false} when the lease was taken.
+const BEGIN: &str = r"
+if ARGV[5] == '1' then
+  local record = redis.call('GET', KEYS[1])
+  if record then return {0, record} end
+end
+if not redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then
+  return {1, false}
+end
+local previous = redis.call('GET', KEYS[3])
+if previous then return {2, previous} end
+redis.call('SET', KEYS[3], ARGV[3], 'PX', ARGV[4])
+return {2, false}
+";
+
+/// Finishes an import: stores the record, clears the in-doubt mark,
+/// announces the record on the import's channel, and releases the lease
+/// if `owner` still holds it. Replaces the MULTI/EXEC of the record and
+/// the release script.
+///
+/// KEYS[1] record, KEYS[2] in-doubt mark, KEYS[3] lease; ARGV[1] the
+/// record (sealed), ARGV[2] its ttl ms, ARGV[3] channel, ARGV[4] owner.
+/// Returns 1 if the lease was released.
+const FINISH: &str = r"
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+redis.call('DEL', KEYS[2])
+redis.call('PUBLISH', ARGV[3], 'record')
+if redis.call('GET', KEYS[3]) == ARGV[4] then
+  redis.call('DEL', KEYS[3])
+  return 1
 end
 return 0
 ";
@@ -88,6 +134,8 @@ pub(super) struct Scripts {
     pub(super) extend: Script,
     pub(super) charge: Script,
     pub(super) pause: Script,
+    pub(super) begin: Script,
+    pub(super) finish: Script,
 }
 
 impl Scripts {
@@ -97,6 +145,8 @@ impl Scripts {
             extend: Script::new(EXTEND),
             charge: Script::new(CHARGE),
             pause: Script::new(PAUSE),
+            begin: Script::new(BEGIN),
+            finish: Script::new(FINISH),
         }
     }
 }

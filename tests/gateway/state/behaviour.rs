@@ -4,8 +4,9 @@
 
 use std::time::{Duration, SystemTime};
 
+use bytes::Bytes;
 use didit_share_gateway::state::{
-    Budget, Charge, ImportId, InDoubt, LeaseOwner, StateStore, WaitOutcome,
+    Begin, Budget, Charge, ImportId, InDoubt, LeaseOwner, Previous, StateStore, WaitOutcome,
 };
 use tokio::time::Instant;
 
@@ -293,4 +294,142 @@ pub async fn a_pause_holds_the_budget_on_every_replica(a: StateStore, b: StateSt
         Charge::Now,
         "other tenants are not paused"
     );
+}
+
+fn older_mark() -> InDoubt {
+    InDoubt {
+        source_session_id: "22222222-2222-4222-8222-222222222222".into(),
+        workflow_id: "wf-0".into(),
+        vendor_data: "customer-41".into(),
+        sent_at: SystemTime::UNIX_EPOCH + Duration::from_secs(1_600_000_000),
+    }
+}
+
+pub async fn begin_import_returns_a_stored_record_and_takes_nothing(a: StateStore, b: StateStore) {
+    let (oa, ob) = (LeaseOwner::random(), LeaseOwner::random());
+    a.put_record(&id(1), b"answer one", LONG).await.unwrap();
+    assert_eq!(
+        b.begin_import(&id(1), &ob, LONG, &mark(), LONG)
+            .await
+            .unwrap(),
+        Begin::Record(bytes::Bytes::from_static(b"answer one"))
+    );
+    assert_eq!(b.in_doubt(&id(1)).await.unwrap(), None, "no mark written");
+    assert!(
+        a.try_lease(&id(1), &oa, LONG).await.unwrap(),
+        "no lease taken"
+    );
+    // After an unreadable record, the caller goes on without it.
+    a.put_record(&id(2), b"unreadable", LONG).await.unwrap();
+    assert_eq!(
+        b.begin_import_ignoring_record(&id(2), &ob, LONG, &mark(), LONG)
+            .await
+            .unwrap(),
+        Begin::Leading(Previous::Absent)
+    );
+    assert_eq!(a.in_doubt(&id(2)).await.unwrap(), Some(mark()));
+}
+
+pub async fn begin_import_takes_a_free_lease_and_keeps_an_earlier_mark(
+    a: StateStore,
+    b: StateStore,
+) {
+    let (oa, ob) = (LeaseOwner::random(), LeaseOwner::random());
+    // Nothing in doubt: the lease is taken and the new mark stored.
+    assert_eq!(
+        a.begin_import(&id(1), &oa, LONG, &mark(), LONG)
+            .await
+            .unwrap(),
+        Begin::Leading(Previous::Absent)
+    );
+    assert_eq!(b.in_doubt(&id(1)).await.unwrap(), Some(mark()));
+    assert!(!b.try_lease(&id(1), &ob, LONG).await.unwrap(), "a's lease");
+    assert!(a.extend_lease(&id(1), &oa, LONG).await.unwrap());
+    // An earlier unanswered import: its mark is returned and kept as it was.
+    a.mark_in_doubt(&id(2), &older_mark(), LONG).await.unwrap();
+    assert_eq!(
+        b.begin_import(&id(2), &ob, LONG, &mark(), LONG)
+            .await
+            .unwrap(),
+        Begin::Leading(Previous::Mark(older_mark()))
+    );
+    assert_eq!(a.in_doubt(&id(2)).await.unwrap(), Some(older_mark()));
+    assert!(!a.try_lease(&id(2), &oa, LONG).await.unwrap(), "b's lease");
+    assert!(b.release_lease(&id(2), &ob).await.unwrap());
+}
+
+pub async fn begin_import_while_the_lease_is_held_is_busy(a: StateStore, b: StateStore) {
+    let (oa, ob) = (LeaseOwner::random(), LeaseOwner::random());
+    assert!(a.try_lease(&id(1), &oa, LONG).await.unwrap());
+    assert_eq!(
+        b.begin_import(&id(1), &ob, LONG, &mark(), LONG)
+            .await
+            .unwrap(),
+        Begin::Busy
+    );
+    assert_eq!(
+        b.begin_import(&id(1), &oa, LONG, &mark(), LONG)
+            .await
+            .unwrap(),
+        Begin::Busy,
+        "not re-entrant"
+    );
+    assert_eq!(a.in_doubt(&id(1)).await.unwrap(), None, "no mark written");
+    assert!(a.release_lease(&id(1), &oa).await.unwrap());
+    assert_eq!(
+        b.begin_import(&id(1), &ob, LONG, &mark(), LONG)
+            .await
+            .unwrap(),
+        Begin::Leading(Previous::Absent)
+    );
+}
+
+pub async fn finish_import_stores_wakes_clears_and_releases_only_its_own_lease(
+    a: StateStore,
+    b: StateStore,
+) {
+    let (oa, ob) = (LeaseOwner::random(), LeaseOwner::random());
+    assert_eq!(
+        a.begin_import(&id(1), &oa, LONG, &mark(), LONG)
+            .await
+            .unwrap(),
+        Begin::Leading(Previous::Absent)
+    );
+    let waiter = tokio::spawn({
+        let b = b.clone();
+        async move { b.wait_for_record(&id(1), Instant::now() + LONG).await }
+    });
+    assert!(
+        a.finish_import(&id(1), Bytes::from_static(b"the session"), LONG, &oa)
+            .await
+            .unwrap(),
+        "released"
+    );
+    assert_eq!(
+        waiter.await.unwrap().unwrap(),
+        WaitOutcome::Record(bytes::Bytes::from_static(b"the session"))
+    );
+    assert_eq!(
+        b.get_record(&id(1)).await.unwrap().as_deref(),
+        Some(&b"the session"[..])
+    );
+    assert_eq!(b.in_doubt(&id(1)).await.unwrap(), None, "mark cleared");
+    assert!(b.try_lease(&id(1), &ob, LONG).await.unwrap(), "lease free");
+    assert!(b.release_lease(&id(1), &ob).await.unwrap());
+
+    // A lease lost to another caller is not released by the finish.
+    assert!(b.try_lease(&id(2), &ob, LONG).await.unwrap());
+    assert!(
+        !a.finish_import(&id(2), Bytes::from_static(b"late"), LONG, &oa)
+            .await
+            .unwrap(),
+        "not a's lease"
+    );
+    assert_eq!(
+        b.get_record(&id(2)).await.unwrap().as_deref(),
+        Some(&b"late"[..]),
+        "the record is stored all the same"
+    );
+    assert!(!a.try_lease(&id(2), &oa, LONG).await.unwrap(), "b's lease");
+    assert!(b.release_lease(&id(2), &ob).await.unwrap());
 }

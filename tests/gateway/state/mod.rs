@@ -96,4 +96,8 @@ on_both_backends!(
     the_highest_rate_charges_without_refusing,
     a_charge_waits_for_its_slot_within_max_wait,
     a_pause_holds_the_budget_on_every_replica,
+    begin_import_returns_a_stored_record_and_takes_nothing,
+    begin_import_takes_a_free_lease_and_keeps_an_earlier_mark,
+    begin_import_while_the_lease_is_held_is_busy,
+    finish_import_stores_wakes_clears_and_releases_only_its_own_lease,
 );

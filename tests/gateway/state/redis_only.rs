@@ -6,8 +6,8 @@ use std::time::{Duration, SystemTime};
 use base64::Engine as _;
 use didit_share_gateway::state::keys::Keys;
 use didit_share_gateway::state::{
-    Backend, Budget, EncryptionKey, Health, ImportId, InDoubt, LeaseOwner, RedisStore, StateConfig,
-    StateError, StateStore, WaitOutcome,
+    Backend, Begin, Budget, EncryptionKey, Health, ImportId, InDoubt, LeaseOwner, Previous,
+    RedisStore, StateConfig, StateError, StateStore, WaitOutcome,
 };
 use redis::aio::MultiplexedConnection;
 use tokio::sync::watch;
@@ -371,5 +371,90 @@ async fn a_store_starts_while_redis_is_down_and_connects_when_it_comes_up() {
     assert_eq!(
         store.get_record(&id).await.unwrap().as_deref(),
         Some(&b"after"[..])
+    );
+}
+
+/// `begin_import` seals the new mark for its key name and opens the one it
+/// finds; `finish_import` seals the record. A value that does not open is
+/// reported, never taken for "nothing there".
+#[tokio::test]
+async fn begin_and_finish_import_seal_and_open_their_values() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let key = EncryptionKey::random();
+    let a = RedisStore::connect(&settings(&server, &key)).await.unwrap();
+    let other_key = RedisStore::connect(&settings(&server, &EncryptionKey::random()))
+        .await
+        .unwrap();
+    let keys = Keys::new("test");
+    let mut conn = raw(&server).await;
+    let vendor = "vendor-data-5e1f";
+    let mark = InDoubt {
+        source_session_id: "s".into(),
+        workflow_id: "w".into(),
+        vendor_data: vendor.into(),
+        sent_at: SystemTime::now(),
+    };
+    let (first, second) = (ImportId::new("t", [1; 32]), ImportId::new("t", [2; 32]));
+    let owner = LeaseOwner::random();
+    assert_eq!(
+        a.begin_import(&first, &owner, LONG, &mark, LONG, true)
+            .await
+            .unwrap(),
+        Begin::Leading(Previous::Absent)
+    );
+    let sealed: Vec<u8> = redis::cmd("GET")
+        .arg(keys.in_doubt(&first))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(!contains(&sealed, vendor), "the mark is sealed");
+    assert_eq!(a.in_doubt(&first).await.unwrap(), Some(mark.clone()));
+
+    // A mark sealed with another key: the lease is taken, the mark kept
+    // and reported unreadable.
+    other_key.mark_in_doubt(&second, &mark, LONG).await.unwrap();
+    let found = a
+        .begin_import(&second, &owner, LONG, &mark, LONG, true)
+        .await
+        .unwrap();
+    assert!(
+        matches!(found, Begin::Leading(Previous::Unreadable(_))),
+        "{found:?}"
+    );
+    assert_eq!(
+        other_key.in_doubt(&second).await.unwrap(),
+        Some(mark.clone())
+    );
+
+    // The record finish stores is sealed; another key cannot open it, and
+    // begin says so without taking the lease.
+    assert!(
+        a.finish_import(
+            &first,
+            bytes::Bytes::copy_from_slice(vendor.as_bytes()),
+            LONG,
+            &owner
+        )
+        .await
+        .unwrap()
+    );
+    let sealed: Vec<u8> = redis::cmd("GET")
+        .arg(keys.record(&first))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(!contains(&sealed, vendor), "the record is sealed");
+    let other_owner = LeaseOwner::random();
+    assert!(matches!(
+        other_key
+            .begin_import(&first, &other_owner, LONG, &mark, LONG, true)
+            .await,
+        Err(StateError::Corrupt(_))
+    ));
+    assert!(
+        a.try_lease(&first, &other_owner, LONG).await.unwrap(),
+        "no lease taken"
     );
 }
