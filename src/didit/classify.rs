@@ -81,9 +81,28 @@ fn collect_strings(value: &Value, out: &mut Vec<String>) {
     }
 }
 
+/// What a detail or field says instead when Didit's raw answer holds a
+/// secret of the request: a JSON escape may split the secret there (`\n`
+/// before it decodes to a newline), so no scrubbing of the decoded text
+/// could be trusted.
+const ECHOED: &str = "[REDACTED: Didit's answer echoed a secret of the request]";
+
+/// True when `body` holds one of `secrets` (of at least 4 bytes) as is.
+fn echoes_secret(body: &[u8], secrets: &[&str]) -> bool {
+    secrets
+        .iter()
+        .filter(|s| s.len() >= 4)
+        .any(|s| body.windows(s.len()).any(|w| w == s.as_bytes()))
+}
+
 /// Removes every secret of the request from `text` and bounds its length.
+/// Control characters become spaces first, so that no escape a log or a
+/// `Debug` adds (`\n`, `\t`) can join letters into a secret.
 fn scrub(text: &str, secrets: &[&str]) -> String {
-    let mut out = text.to_owned();
+    let mut out: String = text
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
     for secret in secrets.iter().filter(|s| s.len() >= 4) {
         out = out.replace(secret, "[REDACTED]");
     }
@@ -128,12 +147,21 @@ pub(crate) fn classify(
 ) -> DiditError {
     let messages = Messages::parse(body);
     let text = messages.lower();
+    let echoed = echoes_secret(body, secrets);
     let reply = UpstreamReply {
         status,
-        detail: scrub(&messages.text.join(" "), secrets),
+        detail: if echoed {
+            ECHOED.to_owned()
+        } else {
+            scrub(&messages.text.join(" "), secrets)
+        },
         // A key of Didit's body is echoed to the caller as `upstream_field`:
         // scrubbed and bounded like the detail (found by tests/fuzz.rs).
-        field: messages.field.as_deref().map(|f| scrub(f, secrets)),
+        field: if echoed {
+            None
+        } else {
+            messages.field.as_deref().map(|f| scrub(f, secrets))
+        },
         request_id,
     };
     if status == 429 {
@@ -382,6 +410,30 @@ mod tests {
         );
         let err = classify(Endpoint::Import, 503, b"<html>", None, None, &[]);
         assert!(matches!(err, DiditError::Unavailable { .. }));
+    }
+
+    #[test]
+    fn a_secret_split_by_a_json_escape_never_shows() {
+        let secret = "naaaa0aa";
+        for body in [
+            // Raw: the secret after a backslash; decoded: a newline, then 7 of its 8.
+            r#"{"et\naaaa0aail":"Not found."}"#,
+            // Decoded only: an escaped first letter.
+            r#"{"detail":"key \u006eaaaa0aa refused"}"#,
+            // A newline that a Debug or a JSON log would write as `\n`.
+            r#"{"detail":"x\u000aaaaa0aa"}"#,
+        ] {
+            let err = classify(
+                Endpoint::Import,
+                400,
+                body.as_bytes(),
+                None,
+                None,
+                &[secret],
+            );
+            let shown = format!("{err} {err:?}");
+            assert!(!shown.contains(secret), "{body}: {shown}");
+        }
     }
 
     #[test]
