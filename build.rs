@@ -11,6 +11,8 @@ fn main() -> Result<(), Box<dyn Error>> {
     let out_dir = PathBuf::from(env::var("OUT_DIR")?);
 
     tonic_prost_build::configure()
+        // prost's codec with a small first encode buffer (src/grpc_codec.rs).
+        .codec_path("crate::grpc_codec::LeanCodec")
         .file_descriptor_set_path(out_dir.join("didit_share_v1_descriptor.bin"))
         .compile_protos(
             &[PathBuf::from("proto/didit/share/v1/share.proto")],

@@ -29,7 +29,8 @@
 //!   ImportService is served by hand so that answers go out as encoded bytes.
 //! - [`limits`]: admission control (shedding beyond the concurrency limit).
 //! - [`budget`]: each tenant's Didit write budget, charged per upstream attempt.
-//! - [`grpc`]: the gRPC server, health, reflection, the drain sequence.
+//! - [`grpc`]: the gRPC server, health, reflection, the drain sequence;
+//!   [`grpc_codec`] the protobuf codec of the generated services.
 //! - [`admin_http`]: the admin port: `/healthz`, `/readyz`, `/metrics`.
 //! - [`metrics`]: the Prometheus registry.
 //! - [`app`]: `start(config)`: assembles, binds and runs all of the above;
@@ -54,6 +55,7 @@ pub mod error;
 pub mod exposition;
 pub mod gateway;
 pub mod grpc;
+pub mod grpc_codec;
 pub mod limits;
 pub mod message_limits;
 pub mod metrics;
