@@ -233,7 +233,7 @@ async fn store(core: &Core, id: &ImportId, stored: &StoredImport, lease: &mut Op
     let record = stored.encode();
     let stored = match lease.take() {
         Some(keeper) => keeper.finish(record, core.window).await.map(drop),
-        None => core.store.put_record_bytes(id, record, core.window).await,
+        None => core.store.put_record(id, record, core.window).await,
     };
     match stored {
         Ok(()) => {

@@ -158,19 +158,9 @@ impl MemoryStore {
         Ok(self.inner.records.get(id).await.map(|t| t.value))
     }
 
-    /// Stores a record for `ttl`, clears the in-doubt mark, wakes waiters.
+    /// Stores a record for `ttl` (its buffer as it is), clears the
+    /// in-doubt mark, wakes waiters.
     pub async fn put_record(
-        &self,
-        id: &ImportId,
-        record: &[u8],
-        ttl: Duration,
-    ) -> Result<(), StateError> {
-        self.put_record_bytes(id, Bytes::copy_from_slice(record), ttl)
-            .await
-    }
-
-    /// [`Self::put_record`], keeping `record`'s buffer as it is.
-    pub async fn put_record_bytes(
         &self,
         id: &ImportId,
         record: Bytes,
@@ -344,7 +334,7 @@ impl MemoryStore {
         ttl: Duration,
         owner: &LeaseOwner,
     ) -> Result<bool, StateError> {
-        self.put_record_bytes(id, record, ttl).await?;
+        self.put_record(id, record, ttl).await?;
         self.release_lease(id, owner).await
     }
 

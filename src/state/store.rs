@@ -87,26 +87,16 @@ impl StateStore {
     }
 
     /// Stores `record` for `ttl` (the replay window), clears the in-doubt
-    /// mark and wakes every waiter of `id`, on every replica.
+    /// mark and wakes every waiter of `id`, on every replica. The memory
+    /// backend keeps `record`'s buffer as it is, without a copy.
     pub async fn put_record(
-        &self,
-        id: &ImportId,
-        record: &[u8],
-        ttl: Duration,
-    ) -> Result<(), StateError> {
-        delegate!(self.put_record(id, record, ttl))
-    }
-
-    /// [`Self::put_record`] of a record already in a [`Bytes`]: the memory
-    /// backend keeps that buffer as it is, without a copy.
-    pub async fn put_record_bytes(
         &self,
         id: &ImportId,
         record: Bytes,
         ttl: Duration,
     ) -> Result<(), StateError> {
         match self {
-            Self::Memory(store) => store.put_record_bytes(id, record, ttl).await,
+            Self::Memory(store) => store.put_record(id, record, ttl).await,
             Self::Redis(store) => store.put_record(id, &record, ttl).await,
         }
     }

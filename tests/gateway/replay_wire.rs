@@ -154,7 +154,7 @@ async fn an_old_record_replays(env: &TestEnv) {
             .store()
             .put_record(
                 &id,
-                &version_1_record(body, recovered),
+                version_1_record(body, recovered),
                 Duration::from_secs(60),
             )
             .await

@@ -47,16 +47,22 @@ async fn charges(
 
 pub async fn a_record_is_seen_by_every_replica_until_it_expires(a: StateStore, b: StateStore) {
     assert_eq!(b.get_record(&id(1)).await.unwrap(), None);
-    a.put_record(&id(1), b"answer one", LONG).await.unwrap();
+    a.put_record(&id(1), Bytes::from_static(b"answer one"), LONG)
+        .await
+        .unwrap();
     assert_eq!(
         b.get_record(&id(1)).await.unwrap().as_deref(),
         Some(&b"answer one"[..])
     );
     let other_tenant = ImportId::new("brand-b", [1; 32]);
     assert_eq!(b.get_record(&other_tenant).await.unwrap(), None);
-    a.put_record(&id(2), b"short-lived", Duration::from_millis(100))
-        .await
-        .unwrap();
+    a.put_record(
+        &id(2),
+        Bytes::from_static(b"short-lived"),
+        Duration::from_millis(100),
+    )
+    .await
+    .unwrap();
     eventually(Duration::from_secs(5), "the record expires", || async {
         b.get_record(&id(2)).await.unwrap().is_none()
     })
@@ -137,7 +143,9 @@ pub async fn a_waiter_gets_the_record_the_leader_stores(a: StateStore, b: StateS
         let b = b.clone();
         async move { b.wait_for_record(&id(1), Instant::now() + LONG).await }
     });
-    a.put_record(&id(1), b"the session", LONG).await.unwrap();
+    a.put_record(&id(1), Bytes::from_static(b"the session"), LONG)
+        .await
+        .unwrap();
     a.release_lease(&id(1), &owner).await.unwrap();
     assert_eq!(
         waiter.await.unwrap().unwrap(),
@@ -195,7 +203,9 @@ pub async fn an_in_doubt_mark_is_shared_and_cleared_by_the_answer(a: StateStore,
     assert_eq!(b.in_doubt(&id(1)).await.unwrap(), None);
     a.mark_in_doubt(&id(1), &mark(), LONG).await.unwrap();
     assert_eq!(b.in_doubt(&id(1)).await.unwrap(), Some(mark()));
-    b.put_record(&id(1), b"answer", LONG).await.unwrap();
+    b.put_record(&id(1), Bytes::from_static(b"answer"), LONG)
+        .await
+        .unwrap();
     assert_eq!(
         a.in_doubt(&id(1)).await.unwrap(),
         None,
@@ -307,7 +317,9 @@ fn older_mark() -> InDoubt {
 
 pub async fn begin_import_returns_a_stored_record_and_takes_nothing(a: StateStore, b: StateStore) {
     let (oa, ob) = (LeaseOwner::random(), LeaseOwner::random());
-    a.put_record(&id(1), b"answer one", LONG).await.unwrap();
+    a.put_record(&id(1), Bytes::from_static(b"answer one"), LONG)
+        .await
+        .unwrap();
     assert_eq!(
         b.begin_import(&id(1), &ob, LONG, &mark(), LONG)
             .await
@@ -320,7 +332,9 @@ pub async fn begin_import_returns_a_stored_record_and_takes_nothing(a: StateStor
         "no lease taken"
     );
     // After an unreadable record, the caller goes on without it.
-    a.put_record(&id(2), b"unreadable", LONG).await.unwrap();
+    a.put_record(&id(2), Bytes::from_static(b"unreadable"), LONG)
+        .await
+        .unwrap();
     assert_eq!(
         b.begin_import_ignoring_record(&id(2), &ob, LONG, &mark(), LONG)
             .await

@@ -70,7 +70,7 @@ async fn a_redis_dump_holds_no_readable_personal_data() {
     let record = format!("{{\"first_name\":\"{name}\",\"vendor_data\":\"{vendor}\"}}");
     let id = ImportId::new("brand-a", [3; 32]);
     store
-        .put_record(&id, record.as_bytes(), LONG)
+        .put_record(&id, bytes::Bytes::from(record.clone()), LONG)
         .await
         .unwrap();
     let mark = InDoubt {
@@ -317,7 +317,10 @@ async fn an_outage_is_unavailable_within_the_timeout_and_heals_itself() {
     let id = ImportId::new("t", [6; 32]);
     let owner = LeaseOwner::random();
     let budget = Budget::new(60, 5).unwrap();
-    store.put_record(&id, b"before", LONG).await.unwrap();
+    store
+        .put_record(&id, bytes::Bytes::from_static(b"before"), LONG)
+        .await
+        .unwrap();
 
     server.kill();
     // Each call fails on its own, within the response timeout (plus

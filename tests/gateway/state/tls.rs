@@ -60,7 +60,11 @@ async fn rediss_works_with_a_private_ca_and_fails_closed_without_it() {
     let store = StateStore::open(&config, 0).await.unwrap();
     let id = ImportId::new("t", [1; 32]);
     store
-        .put_record(&id, b"over tls", Duration::from_secs(60))
+        .put_record(
+            &id,
+            bytes::Bytes::from_static(b"over tls"),
+            Duration::from_secs(60),
+        )
         .await
         .unwrap();
     assert_eq!(
