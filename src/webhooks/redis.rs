@@ -259,7 +259,7 @@ impl EventLog for RedisEventLog {
             }
             (Some(cursor), None) => cursor,
         };
-        let feed = self.feed(tenant, start)?;
+        let feed = self.feed(tenant, start);
         let reader = Reader {
             log: self.clone(),
             live: feed.subscribe(),
@@ -285,13 +285,13 @@ impl RedisEventLog {
     /// The live feed of `tenant` on this replica, started (from `from`, an
     /// id no later than anything the new subscriber will read from Redis
     /// itself) when there is none or the last one failed.
-    fn feed(&self, tenant: &str, from: EventId) -> Result<Arc<Feed>, EventLogError> {
+    fn feed(&self, tenant: &str, from: EventId) -> Arc<Feed> {
         let mut feeds = self.feeds.lock().unwrap_or_else(PoisonError::into_inner);
         feeds.retain(|_, feed| feed.strong_count() > 0);
         if let Some(feed) = feeds.get(tenant).and_then(Weak::upgrade)
             && !feed.failed()
         {
-            return Ok(feed);
+            return feed;
         }
         let config = redis::AsyncConnectionConfig::new()
             .set_connection_timeout(Some(self.timeout))
@@ -304,7 +304,7 @@ impl RedisEventLog {
             self.buffer,
         );
         feeds.insert(tenant.to_owned(), Arc::downgrade(&feed));
-        Ok(feed)
+        feed
     }
 
     /// The stored events of `tenant` after `after`, at most [`BATCH`].
