@@ -7,7 +7,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::env::{TestEnv, demo, metric_value, reason, with_tenant};
+use crate::env::{TestEnv, create_session, demo, metric_value, reason, with_tenant};
 use crate::state::server::RedisServer;
 use didit_sandbox::{Sandbox, SandboxConfig};
 use didit_share_gateway::app::{self, Running, StartOptions};
@@ -425,23 +425,11 @@ async fn three_replicas_driven_hard_share_one_budget_and_never_refuse_replays() 
         })
         .collect();
     // One finished import of service-y (its first budget slot), to replay.
-    let created: serde_json::Value = http
-        .post(format!("{}/_sandbox/sessions", sandbox.base_url()))
-        .json(&json!({"application_id": demo("service-x").application_id,
-                      "session_kind": "user", "status": "Approved"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let session = create_session(&http, &sandbox, "service-x", "user", "Approved").await;
     let token = replicas[0]
         .1
         .clone()
-        .share_session(with_tenant(
-            "service-x",
-            share_request(created["session_id"].as_str().unwrap()),
-        ))
+        .share_session(with_tenant("service-x", share_request(&session)))
         .await
         .unwrap()
         .into_inner()

@@ -123,21 +123,7 @@ impl TestEnv {
 
     /// A fresh session in `app` ("service-x"/"service-y") with fixtures.
     pub async fn create_session(&self, app: &str, kind: &str, status: &str) -> String {
-        let body = json!({"application_id": demo(app).application_id, "session_kind": kind, "status": status});
-        let response = self
-            .http
-            .post(format!("{}/_sandbox/sessions", self.sandbox.base_url()))
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(
-            response.status().as_u16(),
-            201,
-            "create session {kind} {status}"
-        );
-        let value: Value = response.json().await.unwrap();
-        value["session_id"].as_str().unwrap().to_owned()
+        create_session(&self.http, &self.sandbox, app, kind, status).await
     }
 
     pub async fn delete_session(&self, session_id: &str) {
@@ -330,4 +316,30 @@ pub fn free_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
+}
+
+/// A fresh session of `kind` in the demo application `app` of `sandbox`,
+/// with its fixtures, in `status` (`POST /_sandbox/sessions`).
+pub async fn create_session(
+    http: &reqwest::Client,
+    sandbox: &Sandbox,
+    app: &str,
+    kind: &str,
+    status: &str,
+) -> String {
+    let body =
+        json!({"application_id": demo(app).application_id, "session_kind": kind, "status": status});
+    let response = http
+        .post(format!("{}/_sandbox/sessions", sandbox.base_url()))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        response.status().as_u16(),
+        201,
+        "create session {kind} {status}"
+    );
+    let value: Value = response.json().await.unwrap();
+    value["session_id"].as_str().unwrap().to_owned()
 }

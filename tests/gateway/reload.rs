@@ -156,16 +156,7 @@ async fn sighup_reloads_and_sigterm_drains() {
 }
 
 async fn sandbox_session(http: &reqwest::Client, sandbox: &Sandbox) -> String {
-    let created: serde_json::Value = http
-        .post(format!("{}/_sandbox/sessions", sandbox.base_url()))
-        .json(&serde_json::json!({"application_id": demo("service-x").application_id, "session_kind": "user", "status": "Approved"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    created["session_id"].as_str().unwrap().to_owned()
+    crate::env::create_session(http, sandbox, "service-x", "user", "Approved").await
 }
 
 #[tokio::test]

@@ -29,7 +29,7 @@ use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 use tonic_types::StatusExt as _;
 
-use crate::env::{demo, eventually, metric_value, reason, with_tenant};
+use crate::env::{create_session, demo, eventually, metric_value, reason, with_tenant};
 use crate::state::server::RedisServer;
 
 /// One gateway of the group.
@@ -121,19 +121,8 @@ impl Group {
 
     /// A fresh Approved session of service-x, shared for service-y.
     async fn token_for_y(&self) -> (String, String) {
-        let body = json!({"application_id": demo("service-x").application_id,
-                          "session_kind": "user", "status": "Approved"});
-        let created: Value = self
-            .http
-            .post(format!("{}/_sandbox/sessions", self.sandbox.base_url()))
-            .json(&body)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let source = created["session_id"].as_str().unwrap().to_owned();
+        let source =
+            create_session(&self.http, &self.sandbox, "service-x", "user", "Approved").await;
         let request = ShareSessionRequest {
             session_id: source.clone(),
             for_application_id: demo("service-y").application_id.to_string(),
