@@ -2,7 +2,7 @@
 //! marks are sealed ([`super::seal`]) in the gateway, also those the
 //! import's begin and finish scripts write; leases, an import's begin and
 //! finish, budgets and pauses are atomic commands or Lua scripts
-//! ([`scripts`]), the budget's using Redis `TIME`. Every
+//! ([`scripts`]), the budget's ([`budget`]) using Redis `TIME`. Every
 //! operation is bounded by `response_timeout` (including waiting for a
 //! reconnect) and fails as [`StateError::Unavailable`]; the connection
 //! manager reconnects on its own. Works with `redis://` and `rediss://`
@@ -10,6 +10,7 @@
 //! shares one hash tag ([`super::keys`]) so a cluster's slots line up.
 
 mod background;
+mod budget;
 mod connect;
 mod scripts;
 
@@ -28,8 +29,7 @@ use super::keys::Keys;
 use super::seal::Sealer;
 use super::wait::{self, Probe, Waiters};
 use super::{
-    Begin, Budget, Charge, Health, ImportId, InDoubt, LeaseOwner, Previous, RedisSettings,
-    StateError, WaitOutcome,
+    Begin, Health, ImportId, InDoubt, LeaseOwner, Previous, RedisSettings, StateError, WaitOutcome,
 };
 use connect::describe;
 use scripts::Scripts;
@@ -79,14 +79,6 @@ impl Drop for Inner {
 /// Milliseconds for PX/PEXPIRE: at least 1.
 fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)
-}
-
-fn micros(d: Duration) -> u64 {
-    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
-}
-
-fn from_micros(us: i64) -> Duration {
-    Duration::from_micros(u64::try_from(us).unwrap_or(0))
 }
 
 impl RedisStore {
@@ -440,50 +432,6 @@ impl RedisStore {
             .run("finish import", call.invoke_async(&mut conn))
             .await?;
         Ok(released == 1)
-    }
-
-    /// Charges one call to `tenant`'s deployment-wide budget (GCRA script).
-    pub async fn charge(
-        &self,
-        tenant: &str,
-        budget: Budget,
-        max_wait: Duration,
-    ) -> Result<Charge, StateError> {
-        let mut conn = self.conn();
-        let mut call = self
-            .inner
-            .scripts
-            .charge
-            .key(self.inner.keys.budget(tenant));
-        // The script counts whole microseconds; a rate above 60,000,000 a
-        // minute (an interval under 1 µs) is charged as 1 µs, never as 0.
-        call.key(self.inner.keys.pause(tenant))
-            .arg(micros(budget.emission_interval()).max(1))
-            .arg(micros(budget.tolerance()))
-            .arg(micros(max_wait));
-        let (charged, wait_us): (i64, i64) = self
-            .run("charge budget", call.invoke_async(&mut conn))
-            .await?;
-        let wait = from_micros(wait_us);
-        Ok(match (charged, wait.is_zero()) {
-            (1, true) => Charge::Now,
-            (1, false) => Charge::After(wait),
-            _ => Charge::Refused { retry_after: wait },
-        })
-    }
-
-    /// Pauses `tenant`'s budget on every replica for `duration` from now
-    /// (Redis time); a longer pause already in place stays.
-    pub async fn pause(&self, tenant: &str, duration: Duration) -> Result<(), StateError> {
-        if duration.is_zero() {
-            return Ok(());
-        }
-        let mut conn = self.conn();
-        let mut call = self.inner.scripts.pause.key(self.inner.keys.pause(tenant));
-        call.arg(micros(duration));
-        self.run("pause budget", call.invoke_async::<i64>(&mut conn))
-            .await
-            .map(drop)
     }
 
     /// Available / unavailable, with every transition.
