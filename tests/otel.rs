@@ -6,13 +6,17 @@
 //! context is the `traceparent` Didit receives. A binary of its own: it
 //! installs a global subscriber.
 
+#[path = "support/captured.rs"]
+mod captured;
 #[path = "gateway/env.rs"]
 mod common;
+#[path = "support/recorder.rs"]
+mod recorder;
 
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use axum::http::{HeaderMap, StatusCode};
+use captured::Captured;
 use common::{TestEnv, demo, reason, with_tenant};
 use didit_sandbox::SandboxConfig;
 use didit_share_gateway::otel::Tracing;
@@ -26,30 +30,9 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
 };
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
 use opentelemetry_proto::tonic::trace::v1::Span;
+use recorder::Recorder;
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::util::SubscriberInitExt as _;
-
-/// Everything the subscriber wrote.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        let mut bytes = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        bytes.extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
-    type Writer = Self;
-    fn make_writer(&'a self) -> Self {
-        self.clone()
-    }
-}
 
 /// The spans the receiver got.
 #[derive(Clone, Default)]
@@ -70,34 +53,6 @@ impl TraceService for Receiver {
         Ok(tonic::Response::new(ExportTraceServiceResponse {
             partial_success: None,
         }))
-    }
-}
-
-/// A Didit stand-in that records request headers and answers 404.
-#[derive(Clone, Default)]
-struct Recorder(Arc<Mutex<Vec<HeaderMap>>>);
-
-impl Recorder {
-    async fn start(&self) -> String {
-        let seen = self.clone();
-        let app = axum::Router::new().fallback(move |headers: HeaderMap| {
-            let seen = seen.clone();
-            async move {
-                seen.0
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .push(headers);
-                (
-                    StatusCode::NOT_FOUND,
-                    [("content-type", "application/json")],
-                    r#"{"detail":"Not found."}"#,
-                )
-            }
-        });
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(async move { axum::serve(listener, app).await });
-        format!("http://{addr}")
     }
 }
 
@@ -224,21 +179,17 @@ async fn spans_reach_the_collector_and_the_trace_reaches_didit() {
         other => panic!("url.full: {other:?}"),
     }
     // Didit's parent is the client span.
-    let seen = recorder
-        .0
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .clone();
+    let seen = recorder.take();
     assert_eq!(seen.len(), 1);
     assert_eq!(
         seen[0]["traceparent"].to_str().unwrap(),
         format!("00-{caller_trace}-{}-01", hex(&client.span_id))
     );
     // The call's log line names the trace and the server span.
-    let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
-    let call: serde_json::Value = text
+    let text = logs.text();
+    let call: serde_json::Value = logs
         .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .into_iter()
         .find(|l| l["message"] == "call failed")
         .unwrap_or_else(|| panic!("no call line in\n{text}"));
     assert_eq!(call["trace_id"], caller_trace, "{call}");

@@ -17,6 +17,8 @@ mod metrics;
 mod policy;
 mod policy_setup;
 mod propagation;
+#[path = "../support/recorder.rs"]
+mod recorder;
 mod recovery;
 mod reflection;
 mod reload;

@@ -2,44 +2,11 @@
 //! the call's `x-request-id`. The sandbox does not record request headers,
 //! so a small recording stand-in plays Didit here.
 
-use std::sync::{Arc, Mutex, PoisonError};
-
 use crate::env::{TestEnv, demo, reason, with_tenant};
-use axum::http::{HeaderMap, StatusCode};
+use crate::recorder::Recorder;
+use axum::http::HeaderMap;
 use didit_sandbox::SandboxConfig;
 use didit_share_gateway::proto::ShareSessionRequest;
-
-/// A Didit stand-in that records request headers and answers 404.
-#[derive(Clone, Default)]
-struct Recorder(Arc<Mutex<Vec<HeaderMap>>>);
-
-impl Recorder {
-    async fn start(&self) -> String {
-        let seen = self.clone();
-        let app = axum::Router::new().fallback(move |headers: HeaderMap| {
-            let seen = seen.clone();
-            async move {
-                seen.0
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .push(headers);
-                (
-                    StatusCode::NOT_FOUND,
-                    [("content-type", "application/json")],
-                    r#"{"detail":"Not found."}"#,
-                )
-            }
-        });
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(async move { axum::serve(listener, app).await });
-        format!("http://{addr}")
-    }
-
-    fn take(&self) -> Vec<HeaderMap> {
-        std::mem::take(&mut *self.0.lock().unwrap_or_else(PoisonError::into_inner))
-    }
-}
 
 fn header(headers: &HeaderMap, name: &str) -> Option<String> {
     headers.get(name).map(|v| v.to_str().unwrap().to_owned())
