@@ -30,7 +30,7 @@ use tonic_health::pb::health_client::HealthClient;
 use tonic_types::StatusExt as _;
 
 use crate::env::{create_session, demo, eventually, metric_value, reason, with_tenant};
-use crate::state::server::RedisServer;
+use crate::state::server::{RedisServer, holds};
 
 /// One gateway of the group.
 struct Replica {
@@ -145,6 +145,16 @@ impl Group {
         vendor_data: &str,
     ) -> Result<ImportSharedSessionResponse, Status> {
         import_via(self.replicas[i].channel.clone(), token, vendor_data).await
+    }
+
+    /// The Redis keys matching `pattern`.
+    async fn keys(&self, pattern: &str) -> Vec<String> {
+        let mut conn = self.redis.connection().await;
+        redis::cmd("KEYS")
+            .arg(pattern)
+            .query_async(&mut conn)
+            .await
+            .unwrap()
     }
 
     async fn health(&self, i: usize, service: &str) -> i32 {
@@ -305,33 +315,20 @@ async fn a_redis_dump_holds_no_vendor_data_in_clear() {
     let vendor_data = "vendor-secret-4242";
     let imported = group.import(0, &token, vendor_data).await.unwrap();
     assert_eq!(imported.vendor_data, vendor_data);
-    let mut conn = redis::Client::open(group.redis.url())
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
-    let keys: Vec<String> = redis::cmd("KEYS")
-        .arg("replicas:*")
-        .query_async(&mut conn)
-        .await
-        .unwrap();
+    let keys = group.keys("replicas:*").await;
     assert!(
         keys.iter().any(|k| k.starts_with("replicas:record:")),
         "{keys:?}"
     );
-    redis::cmd("SAVE")
-        .query_async::<()>(&mut conn)
-        .await
-        .unwrap();
-    let dump = std::fs::read(group.redis.dir().join("dump.rdb")).unwrap();
-    let found = dump
-        .windows(vendor_data.len())
-        .any(|w| w == vendor_data.as_bytes());
-    assert!(!found, "vendor_data readable in the dump");
-    let id_found = dump
-        .windows(imported.session_id.len())
-        .any(|w| w == imported.session_id.as_bytes());
-    assert!(!id_found, "the session id readable in the dump");
+    let dump = group.redis.dump().await;
+    assert!(
+        !holds(&dump, vendor_data),
+        "vendor_data readable in the dump"
+    );
+    assert!(
+        !holds(&dump, &imported.session_id),
+        "the session id readable in the dump"
+    );
     group.stop().await;
 }
 
@@ -394,27 +391,13 @@ async fn a_webhook_on_one_gateway_reaches_a_watcher_on_another_sealed_in_redis()
 
     // The stream entry is sealed: neither the vendor_data nor the session
     // id is readable in a dump.
-    let mut conn = redis::Client::open(group.redis.url())
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
-    let keys: Vec<String> = redis::cmd("KEYS")
-        .arg("replicas:events:*")
-        .query_async(&mut conn)
-        .await
-        .unwrap();
-    assert!(!keys.is_empty(), "the event is in a Redis stream");
-    redis::cmd("SAVE")
-        .query_async::<()>(&mut conn)
-        .await
-        .unwrap();
-    let dump = std::fs::read(group.redis.dir().join("dump.rdb")).unwrap();
+    assert!(
+        !group.keys("replicas:events:*").await.is_empty(),
+        "the event is in a Redis stream"
+    );
+    let dump = group.redis.dump().await;
     for secret in [vendor_data, imported.session_id.as_str()] {
-        assert!(
-            !dump.windows(secret.len()).any(|w| w == secret.as_bytes()),
-            "{secret} readable in the dump"
-        );
+        assert!(!holds(&dump, secret), "{secret} readable in the dump");
     }
     group.stop().await;
 }
@@ -665,11 +648,7 @@ async fn a_miss_costs_four_redis_round_trips_and_a_replay_one_get() {
             }
         }
     });
-    let mut conn = redis::Client::open(group.redis.url())
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
+    let mut conn = group.redis.connection().await;
     let marker = format!("dsg-test-marker-{}", rand::random::<u32>());
     let mut echo = async || {
         let _: String = redis::cmd("ECHO")

@@ -188,11 +188,7 @@ fn numbered(i: usize) -> WebhookEvent {
 }
 
 async fn connected_clients(server: &RedisServer) -> usize {
-    let mut conn = redis::Client::open(server.url())
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
+    let mut conn = server.connection().await;
     let info: String = redis::cmd("INFO")
         .arg("clients")
         .query_async(&mut conn)

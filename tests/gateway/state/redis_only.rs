@@ -9,34 +9,13 @@ use didit_share_gateway::state::{
     Backend, Begin, Budget, EncryptionKey, Health, ImportId, InDoubt, LeaseOwner, Previous,
     RedisStore, StateConfig, StateError, StateStore, WaitOutcome,
 };
-use redis::aio::MultiplexedConnection;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use super::server::RedisServer;
+use super::server::{RedisServer, holds};
 use super::{eventually, settings};
 
 const LONG: Duration = Duration::from_secs(60);
-
-async fn raw(server: &RedisServer) -> MultiplexedConnection {
-    redis::Client::open(server.url())
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap()
-}
-
-/// Writes an RDB snapshot and reads it back.
-async fn save(conn: &mut MultiplexedConnection, server: &RedisServer) -> Vec<u8> {
-    redis::cmd("SAVE").query_async::<()>(conn).await.unwrap();
-    std::fs::read(server.dir().join("dump.rdb")).unwrap()
-}
-
-fn contains(haystack: &[u8], needle: &str) -> bool {
-    haystack
-        .windows(needle.len())
-        .any(|w| w == needle.as_bytes())
-}
 
 async fn until_health(health: &mut watch::Receiver<Health>, want: Health, bound: Duration) {
     tokio::time::timeout(bound, health.wait_for(|h| *h == want))
@@ -88,7 +67,7 @@ async fn a_redis_dump_holds_no_readable_personal_data() {
         Some(record.as_bytes())
     );
 
-    let mut conn = raw(&server).await;
+    let mut conn = server.connection().await;
     let keys: Vec<String> = redis::cmd("KEYS")
         .arg("dump:*")
         .query_async(&mut conn)
@@ -108,7 +87,7 @@ async fn a_redis_dump_holds_no_readable_personal_data() {
             .unwrap();
         for bytes in [&value, &dump] {
             assert!(
-                !contains(bytes, name) && !contains(bytes, vendor),
+                !holds(bytes, name) && !holds(bytes, vendor),
                 "{key} is readable"
             );
         }
@@ -120,9 +99,9 @@ async fn a_redis_dump_holds_no_readable_personal_data() {
         .query_async::<()>(&mut conn)
         .await
         .unwrap();
-    let rdb = save(&mut conn, &server).await;
+    let rdb = server.dump().await;
     assert!(
-        !contains(&rdb, name) && !contains(&rdb, vendor),
+        !holds(&rdb, name) && !holds(&rdb, vendor),
         "the RDB file is readable"
     );
     // The check can see plaintext: the same name stored in clear shows up.
@@ -133,7 +112,7 @@ async fn a_redis_dump_holds_no_readable_personal_data() {
         .await
         .unwrap();
     assert!(
-        contains(&save(&mut conn, &server).await, name),
+        holds(&server.dump().await, name),
         "control value not found in RDB"
     );
 }
@@ -157,7 +136,7 @@ async fn a_value_opens_only_with_its_key_under_its_name() {
 
     // Moved to another key name: the associated data no longer matches.
     let keys = Keys::new("test");
-    let mut conn = raw(&server).await;
+    let mut conn = server.connection().await;
     let sealed: Vec<u8> = redis::cmd("GET")
         .arg(keys.record(&first))
         .query_async(&mut conn)
@@ -241,7 +220,7 @@ async fn keys_follow_the_documented_layout_and_expire() {
         ("test:budget:{brand-a}".to_owned(), 1_000),
         ("test:pause:{brand-a}".to_owned(), 20_000),
     ];
-    let mut conn = raw(&server).await;
+    let mut conn = server.connection().await;
     let mut keys: Vec<String> = redis::cmd("KEYS")
         .arg("test:*")
         .query_async(&mut conn)
@@ -271,7 +250,7 @@ async fn a_waiter_is_woken_by_the_notification_not_the_poll() {
     let mut slow = settings(&server, &key);
     slow.poll_interval = Duration::from_secs(60);
     let b = RedisStore::connect(&slow).await.unwrap();
-    let conn = raw(&server).await;
+    let conn = server.connection().await;
     eventually(Duration::from_secs(10), "both listeners subscribed", || {
         let mut conn = conn.clone();
         async move {
@@ -391,7 +370,7 @@ async fn begin_and_finish_import_seal_and_open_their_values() {
         .await
         .unwrap();
     let keys = Keys::new("test");
-    let mut conn = raw(&server).await;
+    let mut conn = server.connection().await;
     let vendor = "vendor-data-5e1f";
     let mark = InDoubt {
         source_session_id: "s".into(),
@@ -412,7 +391,7 @@ async fn begin_and_finish_import_seal_and_open_their_values() {
         .query_async(&mut conn)
         .await
         .unwrap();
-    assert!(!contains(&sealed, vendor), "the mark is sealed");
+    assert!(!holds(&sealed, vendor), "the mark is sealed");
     assert_eq!(a.in_doubt(&first).await.unwrap(), Some(mark.clone()));
 
     // A mark sealed with another key: the lease is taken, the mark kept
@@ -448,7 +427,7 @@ async fn begin_and_finish_import_seal_and_open_their_values() {
         .query_async(&mut conn)
         .await
         .unwrap();
-    assert!(!contains(&sealed, vendor), "the record is sealed");
+    assert!(!holds(&sealed, vendor), "the record is sealed");
     let other_owner = LeaseOwner::random();
     assert!(matches!(
         other_key

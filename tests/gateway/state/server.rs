@@ -21,6 +21,26 @@ pub struct RedisServer {
 }
 
 impl RedisServer {
+    /// A connection of its own to this (plain, not TLS) server.
+    pub async fn connection(&self) -> redis::aio::MultiplexedConnection {
+        redis::Client::open(self.url())
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap()
+    }
+
+    /// Writes an RDB snapshot (`SAVE`) and reads it back: what a backup or
+    /// a stolen disk would hold.
+    pub async fn dump(&self) -> Vec<u8> {
+        let mut conn = self.connection().await;
+        redis::cmd("SAVE")
+            .query_async::<()>(&mut conn)
+            .await
+            .unwrap();
+        std::fs::read(self.dir().join("dump.rdb")).unwrap()
+    }
+
     /// Starts a server, or returns `None` (after saying so once) when
     /// `redis-server` is not installed and `CI` is unset.
     pub fn start() -> Option<Self> {
@@ -175,4 +195,11 @@ fn ping(port: u16) -> bool {
     }
     let mut answer = [0u8; 7];
     stream.read_exact(&mut answer).is_ok() && &answer == b"+PONG\r\n"
+}
+
+/// True when `haystack` (a dump, a stored value) holds `needle` as is.
+pub fn holds(haystack: &[u8], needle: &str) -> bool {
+    haystack
+        .windows(needle.len())
+        .any(|w| w == needle.as_bytes())
 }
