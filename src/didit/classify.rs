@@ -87,12 +87,15 @@ fn collect_strings(value: &Value, out: &mut Vec<String>) {
 /// could be trusted.
 const ECHOED: &str = "[REDACTED: Didit's answer echoed a secret of the request]";
 
-/// True when `body` holds one of `secrets` (of at least 4 bytes) as is.
+/// The request's secrets worth looking for: shorter ones would match
+/// ordinary text (and no real key or token is that short).
+fn searched<'a>(secrets: &'a [&'a str]) -> impl Iterator<Item = &'a str> {
+    secrets.iter().copied().filter(|s| s.len() >= 4)
+}
+
+/// True when `body` holds one of `secrets` as is.
 fn echoes_secret(body: &[u8], secrets: &[&str]) -> bool {
-    secrets
-        .iter()
-        .filter(|s| s.len() >= 4)
-        .any(|s| body.windows(s.len()).any(|w| w == s.as_bytes()))
+    searched(secrets).any(|s| body.windows(s.len()).any(|w| w == s.as_bytes()))
 }
 
 /// Removes every secret of the request from `text` and bounds its length.
@@ -103,7 +106,7 @@ fn scrub(text: &str, secrets: &[&str]) -> String {
         .chars()
         .map(|c| if c.is_control() { ' ' } else { c })
         .collect();
-    for secret in secrets.iter().filter(|s| s.len() >= 4) {
+    for secret in searched(secrets) {
         out = out.replace(secret, "[REDACTED]");
     }
     match out.char_indices().nth(MAX_DETAIL_CHARS) {
