@@ -197,21 +197,39 @@ where
     }
 }
 
+/// The server a client span names (`server.address`, `server.port`),
+/// read once from the base URL rather than from every attempt's URL.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct HttpPeer {
+    /// The host of the URL.
+    pub address: String,
+    /// Its port, or the scheme's default.
+    pub port: Option<u16>,
+}
+
+impl HttpPeer {
+    /// The peer of `url`; empty when it does not parse.
+    pub fn of(url: &str) -> Self {
+        reqwest::Url::parse(url)
+            .map(|u| Self {
+                address: u.host_str().unwrap_or_default().to_owned(),
+                port: u.port_or_known_default(),
+            })
+            .unwrap_or_default()
+    }
+}
+
 /// The client span of one HTTP attempt (OpenTelemetry HTTP semantic
 /// conventions): method, URL without query, server address; the status
 /// is recorded when the answer arrives ([`record_http_outcome`]). Never a
 /// key, token or body field.
-pub fn http_client_span(method: &'static str, url: &str, attempt: u32) -> tracing::Span {
+pub fn http_client_span(
+    method: &'static str,
+    url: &str,
+    peer: &HttpPeer,
+    attempt: u32,
+) -> tracing::Span {
     let url = url_without_query(url);
-    let (address, port) = reqwest::Url::parse(url)
-        .ok()
-        .map(|u| {
-            (
-                u.host_str().unwrap_or_default().to_owned(),
-                u.port_or_known_default(),
-            )
-        })
-        .unwrap_or_default();
     let span = tracing::info_span!(
         "upstream",
         "otel.kind" = "client",
@@ -219,8 +237,8 @@ pub fn http_client_span(method: &'static str, url: &str, attempt: u32) -> tracin
         "otel.status_code" = tracing::field::Empty,
         "http.request.method" = method,
         "url.full" = url,
-        "server.address" = %address,
-        "server.port" = port.map(i64::from),
+        "server.address" = %peer.address,
+        "server.port" = peer.port.map(i64::from),
         "http.request.resend_count" = attempt.saturating_sub(1),
         "http.response.status_code" = tracing::field::Empty,
         "error.type" = tracing::field::Empty,
@@ -252,6 +270,21 @@ pub fn record_http_outcome(span: &tracing::Span, status: Option<u16>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_peer_is_the_base_urls_host_and_port() {
+        let peer = HttpPeer::of("https://verification.didit.me");
+        assert_eq!(
+            (peer.address.as_str(), peer.port),
+            ("verification.didit.me", Some(443))
+        );
+        let peer = HttpPeer::of("http://127.0.0.1:8787/base");
+        assert_eq!(
+            (peer.address.as_str(), peer.port),
+            ("127.0.0.1", Some(8787))
+        );
+        assert_eq!(HttpPeer::of("not a url"), HttpPeer::default());
+    }
 
     #[test]
     fn only_an_endpoint_turns_tracing_on() {

@@ -22,6 +22,7 @@ use super::retry::{AttemptError, RetryBudget, retryable};
 use crate::budget::{DiditBudget, Refusal, TenantBudget};
 use crate::config::UpstreamConfig;
 use crate::metrics::{EndpointLabels, Metrics, UpstreamLabels};
+use crate::otel::HttpPeer;
 use crate::tenant::ApiKey;
 
 /// Largest upstream body the gateway reads (a cloned session with every
@@ -64,6 +65,8 @@ pub struct DiditClient {
     metrics: Metrics,
     /// Where tenants' Didit budgets are charged (`None`: nothing charged).
     tenant_budgets: Option<DiditBudget>,
+    /// Didit's host and port, as the client spans name them.
+    peer: Arc<HttpPeer>,
 }
 
 impl DiditClient {
@@ -80,6 +83,7 @@ impl DiditClient {
             .build()?;
         Ok(Self {
             http,
+            peer: Arc::new(HttpPeer::of(&config.base_url)),
             config: Arc::new(UpstreamConfig {
                 base_url: config.base_url.trim_end_matches('/').to_owned(),
                 ..config
@@ -132,7 +136,9 @@ impl DiditClient {
             }
             let result = self
                 .attempt(endpoint, &url, key, body.clone(), secrets, ctx)
-                .instrument(crate::otel::http_client_span("POST", &url, attempt))
+                .instrument(crate::otel::http_client_span(
+                    "POST", &url, &self.peer, attempt,
+                ))
                 .await;
             let err = match result {
                 Ok(ok) => return Ok(ok),
