@@ -11,8 +11,8 @@ use super::answer::protocol;
 use super::classify::{Endpoint, classify, parse_retry_after};
 use super::failure::DiditError;
 use super::retry::{AttemptError, retryable};
-use super::transport::{CallContext, DiditClient};
-use crate::metrics::{EndpointLabels, UpstreamLabels};
+use super::transport::{CallContext, DiditClient, upstream_request_id};
+use crate::metrics::EndpointLabels;
 use crate::tenant::ApiKey;
 
 /// Time kept back from the caller's deadline so the answer can still reach it.
@@ -66,7 +66,7 @@ impl DiditClient {
         key: &ApiKey,
         ctx: &CallContext,
     ) -> Result<(u16, Bytes), AttemptError> {
-        let (http, config, metrics) = self.parts();
+        let (http, config, _) = self.parts();
         let timeout = match ctx.deadline {
             Some(deadline) => {
                 let left = deadline.saturating_duration_since(Instant::now());
@@ -93,35 +93,12 @@ impl DiditClient {
         if let Some(traceparent) = &ctx.traceparent {
             builder = builder.header("traceparent", traceparent);
         }
-        let started = std::time::Instant::now();
-        metrics.upstream_in_flight.inc();
-        let outcome = self.exchange(builder).await;
-        metrics.upstream_in_flight.dec();
-        metrics
-            .upstream_latency
-            .get_or_create(&EndpointLabels {
-                endpoint: endpoint.label(),
-            })
-            .observe(started.elapsed().as_secs_f64());
-        let status_label = match &outcome {
-            Ok((status, ..)) => status.to_string(),
-            Err(_) => "error".to_owned(),
-        };
-        metrics
-            .upstream_requests
-            .get_or_create(&UpstreamLabels {
-                endpoint: endpoint.label(),
-                status: status_label,
-            })
-            .inc();
+        let (outcome, _) = self.measured_exchange(endpoint, builder).await;
         let (status, headers, bytes) = outcome?;
         if status == 200 {
             return Ok((status, bytes));
         }
-        let request_id = headers
-            .get("x-request-id")
-            .and_then(|v| v.to_str().ok())
-            .map(|v| v.chars().take(128).collect::<String>());
+        let request_id = upstream_request_id(&headers);
         let retry_after = parse_retry_after(
             headers
                 .get(http::header::RETRY_AFTER)

@@ -248,35 +248,11 @@ impl DiditClient {
         {
             builder = builder.header("traceparent", traceparent);
         }
-        let started = std::time::Instant::now();
-        self.metrics.upstream_in_flight.inc();
-        let outcome = self.exchange(builder.body(body)).await;
-        self.metrics.upstream_in_flight.dec();
-        let elapsed = started.elapsed();
-        self.metrics
-            .upstream_latency
-            .get_or_create(&EndpointLabels {
-                endpoint: endpoint.label(),
-            })
-            .observe(elapsed.as_secs_f64());
+        let (outcome, elapsed) = self.measured_exchange(endpoint, builder.body(body)).await;
         crate::otel::record_http_outcome(&span, outcome.as_ref().ok().map(|(status, ..)| *status));
-        let status_label = match &outcome {
-            Ok((status, ..)) => status.to_string(),
-            Err(_) => "error".to_owned(),
-        };
-        self.metrics
-            .upstream_requests
-            .get_or_create(&UpstreamLabels {
-                endpoint: endpoint.label(),
-                status: status_label,
-            })
-            .inc();
         let (status, headers, bytes) = outcome?;
         ctx.upstream_status.record(status);
-        let request_id = headers
-            .get("x-request-id")
-            .and_then(|v| v.to_str().ok())
-            .map(|v| v.chars().take(128).collect::<String>());
+        let request_id = upstream_request_id(&headers);
         tracing::debug!(
             request_id = %ctx.request_id,
             endpoint = endpoint.label(),
@@ -324,8 +300,44 @@ impl DiditClient {
         (&self.http, &self.config, &self.metrics)
     }
 
+    /// [`Self::exchange`] of one attempt to `endpoint`, counted in the
+    /// in-flight gauge, with its latency and its status (`error` when no
+    /// answer came) recorded; also returns the latency.
+    pub(super) async fn measured_exchange(
+        &self,
+        endpoint: Endpoint,
+        request: reqwest::RequestBuilder,
+    ) -> (
+        Result<(u16, http::HeaderMap, Bytes), AttemptError>,
+        Duration,
+    ) {
+        let started = std::time::Instant::now();
+        self.metrics.upstream_in_flight.inc();
+        let outcome = self.exchange(request).await;
+        self.metrics.upstream_in_flight.dec();
+        let elapsed = started.elapsed();
+        self.metrics
+            .upstream_latency
+            .get_or_create(&EndpointLabels {
+                endpoint: endpoint.label(),
+            })
+            .observe(elapsed.as_secs_f64());
+        let status = match &outcome {
+            Ok((status, ..)) => status.to_string(),
+            Err(_) => "error".to_owned(),
+        };
+        self.metrics
+            .upstream_requests
+            .get_or_create(&UpstreamLabels {
+                endpoint: endpoint.label(),
+                status,
+            })
+            .inc();
+        (outcome, elapsed)
+    }
+
     /// Sends and reads the whole body, at most [`MAX_BODY_BYTES`].
-    pub(super) async fn exchange(
+    async fn exchange(
         &self,
         request: reqwest::RequestBuilder,
     ) -> Result<(u16, http::HeaderMap, Bytes), AttemptError> {
@@ -381,4 +393,12 @@ fn transport_error(err: reqwest::Error) -> AttemptError {
             maybe_sent: true,
         }
     }
+}
+
+/// Didit's request id of an answer, at most 128 characters.
+pub(super) fn upstream_request_id(headers: &http::HeaderMap) -> Option<String> {
+    headers
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.chars().take(128).collect())
 }
