@@ -21,11 +21,10 @@
 use std::borrow::Cow;
 
 use bytes::{BufMut as _, Bytes, BytesMut};
-use prost::Message as _;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::service::session_answer;
+use crate::service::SessionAnswer;
 use crate::session::{ImportParams, ImportedSession, SessionKind, ShareToken};
 use crate::state::ImportId;
 
@@ -91,7 +90,7 @@ impl StoredImport {
         session: &ImportedSession,
         recovered: bool,
     ) -> Result<Self, RecordError> {
-        let response = session_answer(session)
+        let answer = SessionAnswer::new(session)
             .map_err(|e| RecordError(format!("the session body is not a JSON object: {e}")))?;
         let head = Head {
             v: VERSION,
@@ -103,10 +102,10 @@ impl StoredImport {
             status: None,
             recovered,
         };
-        let (mut out, body_at) = framed(&head, response.encoded_len());
-        // A BytesMut grows as needed, so encoding cannot fail.
-        response
-            .encode(&mut out)
+        let (mut out, body_at) = framed(&head, answer.encoded_len());
+        // A BytesMut grows as needed, so writing cannot fail.
+        answer
+            .write(&mut out)
             .map_err(|e| RecordError(format!("encoding the answer: {e}")))?;
         let record = out.freeze();
         Ok(Self {
@@ -181,6 +180,8 @@ fn framed(head: &Head<'_>, body_len: usize) -> (BytesMut, usize) {
 
 #[cfg(test)]
 mod tests {
+    use prost::Message as _;
+
     use super::*;
     use crate::proto::{self, ImportSharedSessionResponse};
 

@@ -1,11 +1,14 @@
 //! The import answer as callers receive it. Didit's session body is mapped
 //! onto `ImportSharedSessionResponse` (the check arrays as `Struct`s, the
-//! exact bytes in `raw_json`) and encoded once, when the import is stored
-//! (in its replay record, [`crate::replay`]). Every answer after that, the first one included, is
+//! exact bytes in `raw_json`) and written once, straight from the JSON
+//! ([`SessionAnswer`]), when the import is stored (in its replay record,
+//! [`crate::replay`]). Every answer after that, the first one included, is
 //! those bytes ([`EncodedAnswer`]) with `replayed` and `recovered` appended
 //! when set: a protobuf decoder keeps the last value of a scalar field, and
-//! both come after every other field in field-number order, so the bytes
-//! are exactly the ones prost writes for the whole message.
+//! both come after every other field in field-number order. When each JSON
+//! object's keys are sorted and distinct, the bytes are exactly the ones
+//! prost writes for the whole message; otherwise they decode to the same
+//! message ([`struct_wire`](super::struct_wire)).
 //!
 //! The mapping of a session body is shared with `GetSession`
 //! ([`session_answer`]).
@@ -13,14 +16,18 @@
 use std::fmt;
 
 use bytes::{BufMut, Bytes};
-use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Visitor};
+use prost::Message as _;
+use prost::encoding::{WireType, encode_key, encode_varint, encoded_len_varint, key_len};
+use serde::de::{self, Deserializer as _, IgnoredAny, MapAccess, Visitor};
 use serde_json::Value;
 
 use super::checks;
-use super::json_struct::StructList;
+use super::struct_wire::{KeySeed, Span, Tape};
 use crate::proto::{self, ImportSharedSessionResponse};
 use crate::session::ImportedSession;
 
+/// `ImportSharedSessionResponse.raw_json`'s field number (proto/).
+const RAW_JSON_FIELD: u32 = 30;
 /// `ImportSharedSessionResponse.replayed`'s field number (proto/).
 const REPLAYED_FIELD: u32 = 31;
 /// `ImportSharedSessionResponse.recovered`'s field number (proto/).
@@ -93,64 +100,122 @@ impl fmt::Debug for EncodedAnswer {
     }
 }
 
-/// A session body from Didit (an import answer or a decision) in the
-/// normalised shape: the fields read from the JSON, then the id, kind and
-/// status the gateway already parsed, and the exact bytes. The one mapping
-/// of a session body; `GetSession` converts its result.
-pub(crate) fn session_answer(
-    session: &ImportedSession,
-) -> Result<ImportSharedSessionResponse, serde_json::Error> {
-    let FromBody(mut response) = serde_json::from_slice(&session.raw)?;
-    response.session_id = session.session_id.clone();
-    response.session_kind = proto::SessionKind::from(session.session_kind) as i32;
-    response.status = proto::SessionStatus::from(session.status()) as i32;
-    response.status_raw = session.status_raw.clone();
-    response.raw_json = session.raw.to_vec();
-    Ok(response)
+/// A session body from Didit (an import answer or a decision) mapped onto
+/// `ImportSharedSessionResponse` and ready to be written: the fields read
+/// from the JSON (the check arrays by [`checks::find`] as `Struct`s,
+/// `session_number`, `shared_from_session`, `vendor_data`), then the id,
+/// kind and status the gateway already parsed, and the exact bytes in
+/// `raw_json`. The one mapping of a session body; its length is known
+/// before a byte is written, and the check arrays go from JSON to the wire
+/// without a `Struct` tree ([`struct_wire`]).
+///
+/// The fields are written in field-number order, as prost writes them.
+/// When a key repeats, the last one wins (as in a `serde_json::Map`).
+pub(crate) struct SessionAnswer<'a> {
+    /// Fields 1-7.
+    head: ImportSharedSessionResponse,
+    tape: Tape<'a>,
+    /// The check arrays present, by field number (the last of a repeated key).
+    checks: Vec<(u32, Span)>,
+    raw_json: &'a [u8],
 }
 
-/// The response fields read from Didit's JSON answer: the check arrays
-/// (by [`checks::find`]), `session_number`, `shared_from_session` and
-/// `vendor_data`. When a key repeats, the last one wins (as in a
-/// `serde_json::Map`).
-struct FromBody(ImportSharedSessionResponse);
+impl<'a> SessionAnswer<'a> {
+    /// Reads `session`'s body; fails when it is not a JSON object.
+    pub fn new(session: &'a ImportedSession) -> Result<Self, serde_json::Error> {
+        let mut deserializer = serde_json::Deserializer::from_slice(&session.raw);
+        let mut answer = deserializer.deserialize_map(FromBody {
+            tape: Tape::for_json(session.raw.len()),
+            session,
+        })?;
+        deserializer.end()?;
+        answer.checks.sort_unstable_by_key(|(number, _)| *number);
+        Ok(answer)
+    }
 
-impl<'de> de::Deserialize<'de> for FromBody {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserializer.deserialize_map(FromBodyVisitor)
+    /// Bytes [`Self::write`] writes.
+    pub fn encoded_len(&self) -> usize {
+        let raw = match self.raw_json.len() {
+            0 => 0,
+            len => key_len(RAW_JSON_FIELD) + encoded_len_varint(len as u64) + len,
+        };
+        self.head.encoded_len() + self.checks.iter().map(|(_, span)| span.len).sum::<usize>() + raw
+    }
+
+    /// Writes the encoded message (without `replayed` and `recovered`);
+    /// fails only when `buf` has no room for [`Self::encoded_len`] bytes.
+    pub fn write(&self, buf: &mut impl BufMut) -> Result<(), prost::EncodeError> {
+        self.head.encode(buf)?;
+        for (_, span) in &self.checks {
+            self.tape.write(span, buf);
+        }
+        if !self.raw_json.is_empty() {
+            encode_key(RAW_JSON_FIELD, WireType::LengthDelimited, buf);
+            encode_varint(self.raw_json.len() as u64, buf);
+            buf.put_slice(self.raw_json);
+        }
+        Ok(())
     }
 }
 
-struct FromBodyVisitor;
+/// `session`'s body mapped onto the response, decoded (`GetSession`, tests):
+/// the bytes [`SessionAnswer`] writes, read back.
+pub(crate) fn session_answer(
+    session: &ImportedSession,
+) -> Result<ImportSharedSessionResponse, serde_json::Error> {
+    let answer = SessionAnswer::new(session)?;
+    let mut bytes = Vec::with_capacity(answer.encoded_len());
+    answer.write(&mut bytes).map_err(de::Error::custom)?;
+    ImportSharedSessionResponse::decode(bytes.as_slice()).map_err(de::Error::custom)
+}
 
-impl<'de> Visitor<'de> for FromBodyVisitor {
-    type Value = FromBody;
+/// Reads Didit's JSON object into a [`SessionAnswer`].
+struct FromBody<'a> {
+    tape: Tape<'a>,
+    session: &'a ImportedSession,
+}
+
+impl<'a> Visitor<'a> for FromBody<'a> {
+    type Value = SessionAnswer<'a>;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("a JSON object")
     }
 
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<FromBody, A::Error> {
-        let mut response = ImportSharedSessionResponse::default();
-        while let Some(key) = map.next_key::<String>()? {
+    fn visit_map<A: MapAccess<'a>>(mut self, mut map: A) -> Result<SessionAnswer<'a>, A::Error> {
+        let session = self.session;
+        let mut head = ImportSharedSessionResponse {
+            session_id: session.session_id.clone(),
+            session_kind: proto::SessionKind::from(session.session_kind) as i32,
+            status: proto::SessionStatus::from(session.status()) as i32,
+            status_raw: session.status_raw.clone(),
+            ..Default::default()
+        };
+        let mut checks: Vec<(u32, Span)> = Vec::new();
+        while let Some(key) = map.next_key_seed(KeySeed)? {
             if let Some(check) = checks::find(&key) {
-                *(check.field_mut)(&mut response) = map.next_value::<StructList>()?.0;
+                let span = self.tape.read_list(check.number, &mut map)?;
+                checks.retain(|(number, _)| *number != check.number);
+                checks.push((check.number, span));
                 continue;
             }
-            match key.as_str() {
+            match key.as_ref() {
                 "session_number" => {
-                    response.session_number = map.next_value::<Value>()?.as_i64().unwrap_or(0)
+                    head.session_number = map.next_value::<Value>()?.as_i64().unwrap_or(0)
                 }
-                "shared_from_session" => {
-                    response.shared_from_session = string_field(map.next_value()?)
-                }
-                "vendor_data" => response.vendor_data = string_field(map.next_value()?),
+                "shared_from_session" => head.shared_from_session = string_field(map.next_value()?),
+                "vendor_data" => head.vendor_data = string_field(map.next_value()?),
                 _ => {
                     map.next_value::<IgnoredAny>()?;
                 }
             }
         }
-        Ok(FromBody(response))
+        Ok(SessionAnswer {
+            head,
+            tape: self.tape,
+            checks,
+            raw_json: &session.raw,
+        })
     }
 }
 
@@ -166,13 +231,11 @@ pub(crate) fn string_field(value: Value) -> String {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
     use prost::Message as _;
+    use prost_types::value::Kind;
 
     use super::*;
-
-    fn encode_answer(session: &ImportedSession) -> Result<Bytes, serde_json::Error> {
-        Ok(Bytes::from(session_answer(session)?.encode_to_vec()))
-    }
     use crate::session::SessionKind;
 
     fn session(raw: &[u8]) -> ImportedSession {
@@ -184,13 +247,79 @@ mod tests {
         }
     }
 
+    /// What [`SessionAnswer`] writes for `raw`, checked against its length.
+    fn written(raw: &[u8]) -> Result<Vec<u8>, serde_json::Error> {
+        let session = session(raw);
+        let answer = SessionAnswer::new(&session)?;
+        let mut bytes = Vec::new();
+        answer.write(&mut bytes).unwrap();
+        assert_eq!(
+            bytes.len(),
+            answer.encoded_len(),
+            "{}",
+            String::from_utf8_lossy(raw)
+        );
+        Ok(bytes)
+    }
+
+    /// The mapping written out plainly: a `serde_json::Value` tree, then
+    /// `prost_types` values, each check array by the field its key names
+    /// (the last of a repeated key, as a `serde_json::Map` keeps it).
+    fn reference(raw: &[u8]) -> ImportSharedSessionResponse {
+        fn to_struct(value: Value) -> prost_types::Struct {
+            match value {
+                Value::Object(map) => prost_types::Struct {
+                    fields: map.into_iter().map(|(k, v)| (k, to_value(v))).collect(),
+                },
+                other => prost_types::Struct {
+                    fields: [("value".to_owned(), to_value(other))].into(),
+                },
+            }
+        }
+        fn to_value(value: Value) -> prost_types::Value {
+            let kind = match value {
+                Value::Null => Kind::NullValue(0),
+                Value::Bool(b) => Kind::BoolValue(b),
+                Value::Number(n) => Kind::NumberValue(n.as_f64().unwrap_or(f64::NAN)),
+                Value::String(s) => Kind::StringValue(s),
+                Value::Array(items) => Kind::ListValue(prost_types::ListValue {
+                    values: items.into_iter().map(to_value).collect(),
+                }),
+                Value::Object(_) => Kind::StructValue(to_struct(value)),
+            };
+            prost_types::Value { kind: Some(kind) }
+        }
+        let body: serde_json::Map<String, Value> = serde_json::from_slice(raw).unwrap();
+        let mut r = ImportSharedSessionResponse {
+            session_id: "s".into(),
+            session_kind: proto::SessionKind::User as i32,
+            status: proto::SessionStatus::InReview as i32,
+            status_raw: "In Review".into(),
+            raw_json: raw.to_vec(),
+            ..Default::default()
+        };
+        for check in checks::KYC_CHECKS.iter().chain(&checks::KYB_CHECKS) {
+            if let Some(Value::Array(items)) = body.get(check.key) {
+                *(check.field_mut)(&mut r) = items.iter().cloned().map(to_struct).collect();
+            }
+        }
+        r.session_number = body
+            .get("session_number")
+            .and_then(Value::as_i64)
+            .unwrap_or(0);
+        let text = |key| body.get(key).cloned().map(string_field).unwrap_or_default();
+        r.shared_from_session = text("shared_from_session");
+        r.vendor_data = text("vendor_data");
+        r
+    }
+
     const BODY: &str = r#"{"session_number":3,"vendor_data":"v","shared_from_session":"o",
         "id_verifications":[{"a":1,"b":[true,null,"x"]}],"aml_screenings":[{"hits":[]}]}"#;
 
     #[test]
     fn the_flags_are_appended_as_prost_would_write_them() {
-        let stored = encode_answer(&session(BODY.as_bytes())).unwrap();
-        let plain = session_answer(&session(BODY.as_bytes())).unwrap();
+        let stored = Bytes::from(written(BODY.as_bytes()).unwrap());
+        let plain = reference(BODY.as_bytes());
         for (replayed, recovered) in [(false, false), (true, false), (true, true), (false, true)] {
             let answer = EncodedAnswer::new(stored.clone(), replayed, recovered);
             let bytes = answer.to_vec();
@@ -202,7 +331,9 @@ mod tests {
                 ..plain.clone()
             };
             assert_eq!(decoded, expected);
-            // Byte for byte what prost writes for the whole message.
+            // Byte for byte what prost writes for the whole message (each
+            // object's keys are in order and distinct in BODY; see the
+            // module doc of `struct_wire` for the other case).
             assert_eq!(bytes, expected.encode_to_vec(), "{replayed} {recovered}");
         }
     }
@@ -211,7 +342,7 @@ mod tests {
     fn the_last_occurrence_of_a_flag_wins() {
         // Stored bytes that already carry `replayed = false` explicitly
         // (another writer) still decode as replayed once it is appended.
-        let mut stored = encode_answer(&session(b"{}")).unwrap().to_vec();
+        let mut stored = written(b"{}").unwrap();
         prost::encoding::bool::encode(REPLAYED_FIELD, &false, &mut stored);
         let answer = EncodedAnswer::new(Bytes::from(stored), true, false);
         let decoded = ImportSharedSessionResponse::decode(answer.to_vec().as_slice()).unwrap();
@@ -225,30 +356,18 @@ mod tests {
         assert!(!shown.contains("Jane"), "{shown}");
     }
 
-    /// The same fields read from a `serde_json::Value` tree, each check
-    /// array by the field its key names.
-    fn reference(raw: &[u8]) -> ImportSharedSessionResponse {
-        let body: serde_json::Map<String, Value> = serde_json::from_slice(raw).unwrap();
-        let mut r = ImportSharedSessionResponse::default();
-        for check in checks::KYC_CHECKS.iter().chain(&checks::KYB_CHECKS) {
-            if let Some(list) = body.get(check.key) {
-                let StructList(list) = serde_json::from_value(list.clone()).unwrap();
-                *(check.field_mut)(&mut r) = list;
-            }
-        }
-        r.session_number = body
-            .get("session_number")
-            .and_then(Value::as_i64)
-            .unwrap_or(0);
-        let text = |key| body.get(key).cloned().map(string_field).unwrap_or_default();
-        r.shared_from_session = text("shared_from_session");
-        r.vendor_data = text("vendor_data");
-        r
+    /// Decodes what is written for `raw` and compares it with the plain
+    /// mapping.
+    fn assert_maps_as_reference(raw: &str) {
+        let bytes = written(raw.as_bytes()).unwrap();
+        let decoded = ImportSharedSessionResponse::decode(bytes.as_slice()).unwrap();
+        assert_eq!(decoded, reference(raw.as_bytes()), "{raw}");
+        assert_eq!(session_answer(&session(raw.as_bytes())).unwrap(), decoded);
     }
 
     #[test]
     fn the_answer_takes_each_array_and_field_from_its_key() {
-        let bodies = [
+        for raw in [
             r#"{"session_id":"x","session_number":7,"session_kind":"user","status":"In Review",
                "shared_from_session":"orig","vendor_data":"v",
                "id_verifications":[{"a":1}], "liveness_checks":[1,"two"],
@@ -259,32 +378,96 @@ mod tests {
                "session_number":8}"#,
             r#"{"session_number":"12","shared_from_session":null,"vendor_data":42,"key_people_checks":true,"document_verifications":3.5}"#,
             r#"{"session_number":1.5,"shared_from_session":{"a":[1]},"phone_verifications":[[],{}],"email_verifications":[{"k":"v"}],"email_verifications":[]}"#,
+            r#"{"email_verifications":[{"k":"v"}],"id_verifications":[2],"email_verifications":[{"k":"w"}]}"#,
             r#"{}"#,
-        ];
-        for raw in bodies {
-            let mut r = session_answer(&session(raw.as_bytes())).unwrap();
-            assert_eq!(r.raw_json, raw.as_bytes());
-            assert_eq!(r.session_id, "s", "the stored id, not the body's");
-            assert_eq!(r.session_kind, proto::SessionKind::User as i32);
-            assert_eq!(r.status, proto::SessionStatus::InReview as i32);
-            assert_eq!(r.status_raw, "In Review");
-            assert!(!r.replayed);
-            // Only the JSON-derived fields are compared with the reference.
-            r.raw_json.clear();
-            r.session_id.clear();
-            r.session_kind = 0;
-            r.status = 0;
-            r.status_raw.clear();
-            r.replayed = false;
-            assert_eq!(r, reference(raw.as_bytes()), "{raw}");
+        ] {
+            assert_maps_as_reference(raw);
+        }
+    }
+
+    #[test]
+    fn every_json_value_maps_onto_struct_as_the_tree_does() {
+        for list in [
+            r#"[{"a":1,"b":[1,2.5,-3,"x",null,true,{"c":{}}],"\u00e9\n":"Jos\u00e9"}]"#,
+            r#"[1,"two",null,[3],true,false,"esc\"aped"]"#,
+            r#"[{"n":18446744073709551615,"m":-9223372036854775808,"f":1e300,"big":123456789012345678901234567890}]"#,
+            r#"[{"dup":1,"dup":2},{"b":1,"a":2,"":3,"":{"x":null}}]"#,
+            r#"[{"deep":[{"x":[1,{"y":2}]}]}]"#,
+            r#"[{},[],{}]"#,
+            r#"[{"long":"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"}]"#,
+            "[]",
+            r#"{"not":"an array"}"#,
+            "null",
+            r#""nope""#,
+            "3.5",
+            "-1",
+            "true",
+        ] {
+            for field in ["id_verifications", "questionnaires"] {
+                assert_maps_as_reference(&format!(r#"{{"{field}":{list}}}"#));
+            }
         }
     }
 
     #[test]
     fn a_body_that_is_not_an_object_does_not_map() {
-        for raw in ["[]", "1", "{\"a\":", ""] {
-            assert!(session_answer(&session(raw.as_bytes())).is_err());
-            assert!(encode_answer(&session(raw.as_bytes())).is_err());
+        for raw in [
+            "[]",
+            "1",
+            "{\"a\":",
+            "",
+            "{} x",
+            "{\"id_verifications\":[1,]}",
+        ] {
+            assert!(written(raw.as_bytes()).is_err(), "{raw}");
+            assert!(session_answer(&session(raw.as_bytes())).is_err(), "{raw}");
+        }
+    }
+
+    /// Any JSON value, a few levels deep, with short keys that repeat.
+    fn json() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::from),
+            any::<u64>().prop_map(Value::from),
+            (-1e300f64..1e300).prop_map(Value::from),
+            "[a-c\u{e9}\"\\\\\n]{0,3}|.{0,200}".prop_map(Value::String),
+        ];
+        leaf.prop_recursive(4, 48, 6, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
+                prop::collection::vec(("[a-c]{0,2}", inner), 0..6)
+                    .prop_map(|entries| Value::Object(entries.into_iter().collect())),
+            ]
+        })
+    }
+
+    /// A JSON object text with the given entries, keys possibly repeated
+    /// (which a `serde_json::Map` cannot hold).
+    fn object(entries: &[(&str, Value)]) -> String {
+        let body: Vec<String> = entries
+            .iter()
+            .map(|(k, v)| format!("{}:{v}", Value::from(*k)))
+            .collect();
+        format!("{{{}}}", body.join(","))
+    }
+
+    proptest! {
+        #[test]
+        fn any_body_decodes_to_the_plain_mapping(
+            a in json(), b in json(), c in json(), d in json(),
+            keys in prop::sample::subsequence(
+                vec!["id_verifications", "aml_screenings", "registry_checks", "vendor_data",
+                     "session_number", "questionnaires", "other", "id_verifications"], 0..8),
+        ) {
+            let values = [a, b, c, d];
+            let entries: Vec<(&str, Value)> = keys
+                .iter()
+                .zip(values.iter().cycle())
+                .map(|(k, v)| (*k, v.clone()))
+                .collect();
+            assert_maps_as_reference(&object(&entries));
         }
     }
 }

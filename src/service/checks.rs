@@ -12,17 +12,21 @@ use crate::proto::ImportSharedSessionResponse;
 pub struct Check {
     /// Didit's JSON key, which is also the proto field's name.
     pub key: &'static str,
+    /// The proto field's number.
+    pub number: u32,
     /// The response field that carries it.
     pub field: fn(&ImportSharedSessionResponse) -> &Vec<prost_types::Struct>,
     /// The same field, to fill it.
     pub field_mut: fn(&mut ImportSharedSessionResponse) -> &mut Vec<prost_types::Struct>,
 }
 
-/// The entry for the response field `$name` (the JSON key is its name).
+/// The entry for the response field `$name = $number` (the JSON key is its
+/// name).
 macro_rules! check {
-    ($name:ident) => {
+    ($name:ident = $number:literal) => {
         Check {
             key: stringify!($name),
+            number: $number,
             field: |r| &r.$name,
             field_mut: |r| &mut r.$name,
         }
@@ -31,25 +35,25 @@ macro_rules! check {
 
 /// A KYC (`session_kind` `user`) answer's check arrays, in proto order.
 pub const KYC_CHECKS: [Check; 9] = [
-    check!(id_verifications),
-    check!(liveness_checks),
-    check!(face_matches),
-    check!(aml_screenings),
-    check!(database_validations),
-    check!(proof_of_address),
-    check!(location_checks),
-    check!(phone_verifications),
-    check!(email_verifications),
+    check!(id_verifications = 10),
+    check!(liveness_checks = 11),
+    check!(face_matches = 12),
+    check!(aml_screenings = 13),
+    check!(database_validations = 14),
+    check!(proof_of_address = 15),
+    check!(location_checks = 16),
+    check!(phone_verifications = 17),
+    check!(email_verifications = 18),
 ];
 
 /// A KYB (`business`) answer's check arrays, in proto order;
 /// `aml_screenings` is in both kinds.
 pub const KYB_CHECKS: [Check; 5] = [
-    check!(aml_screenings),
-    check!(registry_checks),
-    check!(key_people_checks),
-    check!(document_verifications),
-    check!(questionnaires),
+    check!(aml_screenings = 13),
+    check!(registry_checks = 20),
+    check!(key_people_checks = 21),
+    check!(document_verifications = 22),
+    check!(questionnaires = 23),
 ];
 
 /// The check array Didit's JSON `key` names, if it names one.
@@ -115,6 +119,7 @@ mod tests {
             let kyc = KYC_CHECKS.iter().any(|c| c.key == check.key);
             let block = if kyc { 10..20 } else { 20..30 };
             assert!(block.contains(&number), "{} = {number}", check.key);
+            assert_eq!(i32::try_from(check.number), Ok(number), "{}", check.key);
         }
     }
 }

@@ -8,7 +8,7 @@
 //! Adding a service: a file here with its `XxxApi` built like `share.rs`,
 //! a `mod` and `pub use` line below, and its `add_service` in `server.rs`.
 //! The import answer's check arrays are listed once, in [`checks`];
-//! `json_struct` decodes Didit's JSON into protobuf `Struct`s; `enums` maps
+//! `struct_wire` writes Didit's JSON as protobuf `Struct`s; `enums` maps
 //! the core's session kinds and statuses onto the proto's. `answer` maps a
 //! session body onto the import answer and encodes it once; ImportService
 //! is served by `import_server`, a hand-written server whose codec sends
@@ -21,9 +21,9 @@ pub mod checks;
 mod enums;
 mod import;
 mod import_server;
-mod json_struct;
 mod session;
 mod share;
+mod struct_wire;
 
 use std::sync::Arc;
 
@@ -37,7 +37,7 @@ use crate::tenant::Tenants;
 use crate::webhooks::EventLog;
 
 pub use answer::EncodedAnswer;
-pub(crate) use answer::session_answer;
+pub(crate) use answer::SessionAnswer;
 pub use call::code_name;
 pub use import::ImportApi;
 pub use import_server::ImportServer;
