@@ -90,8 +90,6 @@ impl StoredImport {
         session: &ImportedSession,
         recovered: bool,
     ) -> Result<Self, RecordError> {
-        let answer = SessionAnswer::new(session)
-            .map_err(|e| RecordError(format!("the session body is not a JSON object: {e}")))?;
         let head = Head {
             v: VERSION,
             workflow_id: Cow::Borrowed(&params.workflow_id),
@@ -102,11 +100,13 @@ impl StoredImport {
             status: None,
             recovered,
         };
-        let (mut out, body_at) = framed(&head, answer.encoded_len());
-        // A BytesMut grows as needed, so writing cannot fail.
-        answer
-            .write(&mut out)
-            .map_err(|e| RecordError(format!("encoding the answer: {e}")))?;
+        let (out, body_at) = SessionAnswer::with(session, |answer| {
+            let (mut out, body_at) = framed(&head, answer.encoded_len());
+            // A BytesMut grows as needed, so writing cannot fail.
+            answer.write(&mut out).map(|()| (out, body_at))
+        })
+        .map_err(|e| RecordError(format!("the session body is not a JSON object: {e}")))?
+        .map_err(|e| RecordError(format!("encoding the answer: {e}")))?;
         let record = out.freeze();
         Ok(Self {
             params,

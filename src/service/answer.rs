@@ -111,26 +111,40 @@ impl fmt::Debug for EncodedAnswer {
 ///
 /// The fields are written in field-number order, as prost writes them.
 /// When a key repeats, the last one wins (as in a `serde_json::Map`).
-pub(crate) struct SessionAnswer<'a> {
+pub(crate) struct SessionAnswer<'t, 'a> {
     /// Fields 1-7.
     head: ImportSharedSessionResponse,
-    tape: Tape<'a>,
-    /// The check arrays present, by field number (the last of a repeated key).
-    checks: Vec<(u32, Span)>,
+    tape: &'t Tape<'a>,
+    /// The check arrays present, by field number (the last of a repeated
+    /// key).
+    checks: Checks,
     raw_json: &'a [u8],
 }
 
-impl<'a> SessionAnswer<'a> {
-    /// Reads `session`'s body; fails when it is not a JSON object.
-    pub fn new(session: &'a ImportedSession) -> Result<Self, serde_json::Error> {
-        let mut deserializer = serde_json::Deserializer::from_slice(&session.raw);
-        let mut answer = deserializer.deserialize_map(FromBody {
-            tape: Tape::for_json(session.raw.len()),
-            session,
-        })?;
-        deserializer.end()?;
-        answer.checks.sort_unstable_by_key(|(number, _)| *number);
-        Ok(answer)
+/// A check array's span on the tape by its field number.
+type Checks = [Option<Span>; CHECK_FIELDS];
+
+/// Above every check array's field number.
+const CHECK_FIELDS: usize = 24;
+
+impl SessionAnswer<'_, '_> {
+    /// Reads `session`'s body and gives `f` the answer, to size and write
+    /// it; fails when the body is not a JSON object.
+    pub fn with<R>(
+        session: &ImportedSession,
+        f: impl FnOnce(&SessionAnswer<'_, '_>) -> R,
+    ) -> Result<R, serde_json::Error> {
+        Tape::with(&session.raw, |tape| {
+            let mut deserializer = serde_json::Deserializer::from_slice(&session.raw);
+            let (head, checks) = deserializer.deserialize_map(FromBody { tape, session })?;
+            deserializer.end()?;
+            Ok(f(&SessionAnswer {
+                head,
+                tape,
+                checks,
+                raw_json: &session.raw,
+            }))
+        })
     }
 
     /// Bytes [`Self::write`] writes.
@@ -139,14 +153,15 @@ impl<'a> SessionAnswer<'a> {
             0 => 0,
             len => key_len(RAW_JSON_FIELD) + encoded_len_varint(len as u64) + len,
         };
-        self.head.encoded_len() + self.checks.iter().map(|(_, span)| span.len).sum::<usize>() + raw
+        let checks: usize = self.checks.iter().flatten().map(|span| span.len).sum();
+        self.head.encoded_len() + checks + raw
     }
 
     /// Writes the encoded message (without `replayed` and `recovered`);
     /// fails only when `buf` has no room for [`Self::encoded_len`] bytes.
     pub fn write(&self, buf: &mut impl BufMut) -> Result<(), prost::EncodeError> {
         self.head.encode(buf)?;
-        for (_, span) in &self.checks {
+        for span in self.checks.iter().flatten() {
             self.tape.write(span, buf);
         }
         if !self.raw_json.is_empty() {
@@ -163,26 +178,28 @@ impl<'a> SessionAnswer<'a> {
 pub(crate) fn session_answer(
     session: &ImportedSession,
 ) -> Result<ImportSharedSessionResponse, serde_json::Error> {
-    let answer = SessionAnswer::new(session)?;
-    let mut bytes = Vec::with_capacity(answer.encoded_len());
-    answer.write(&mut bytes).map_err(de::Error::custom)?;
+    let bytes = SessionAnswer::with(session, |answer| {
+        let mut bytes = Vec::with_capacity(answer.encoded_len());
+        answer.write(&mut bytes).map(|()| bytes)
+    })?
+    .map_err(de::Error::custom)?;
     ImportSharedSessionResponse::decode(bytes.as_slice()).map_err(de::Error::custom)
 }
 
-/// Reads Didit's JSON object into a [`SessionAnswer`].
-struct FromBody<'a> {
-    tape: Tape<'a>,
+/// Reads Didit's JSON object: fields 1-7 and the check arrays.
+struct FromBody<'t, 'a> {
+    tape: &'t mut Tape<'a>,
     session: &'a ImportedSession,
 }
 
-impl<'a> Visitor<'a> for FromBody<'a> {
-    type Value = SessionAnswer<'a>;
+impl<'de> Visitor<'de> for FromBody<'_, '_> {
+    type Value = (ImportSharedSessionResponse, Checks);
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("a JSON object")
     }
 
-    fn visit_map<A: MapAccess<'a>>(mut self, mut map: A) -> Result<SessionAnswer<'a>, A::Error> {
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
         let session = self.session;
         let mut head = ImportSharedSessionResponse {
             session_id: session.session_id.clone(),
@@ -191,12 +208,14 @@ impl<'a> Visitor<'a> for FromBody<'a> {
             status_raw: session.status_raw.clone(),
             ..Default::default()
         };
-        let mut checks: Vec<(u32, Span)> = Vec::new();
+        let mut checks = Checks::default();
         while let Some(key) = map.next_key_seed(KeySeed)? {
             if let Some(check) = checks::find(&key) {
                 let span = self.tape.read_list(check.number, &mut map)?;
-                checks.retain(|(number, _)| *number != check.number);
-                checks.push((check.number, span));
+                let slot = checks
+                    .get_mut(check.number as usize)
+                    .ok_or_else(|| de::Error::custom("a check array's field number is too high"))?;
+                *slot = Some(span);
                 continue;
             }
             match key.as_ref() {
@@ -210,12 +229,7 @@ impl<'a> Visitor<'a> for FromBody<'a> {
                 }
             }
         }
-        Ok(SessionAnswer {
-            head,
-            tape: self.tape,
-            checks,
-            raw_json: &session.raw,
-        })
+        Ok((head, checks))
     }
 }
 
@@ -249,17 +263,13 @@ mod tests {
 
     /// What [`SessionAnswer`] writes for `raw`, checked against its length.
     fn written(raw: &[u8]) -> Result<Vec<u8>, serde_json::Error> {
-        let session = session(raw);
-        let answer = SessionAnswer::new(&session)?;
-        let mut bytes = Vec::new();
-        answer.write(&mut bytes).unwrap();
-        assert_eq!(
-            bytes.len(),
-            answer.encoded_len(),
-            "{}",
-            String::from_utf8_lossy(raw)
-        );
-        Ok(bytes)
+        SessionAnswer::with(&session(raw), |answer| {
+            let mut bytes = Vec::new();
+            answer.write(&mut bytes).unwrap();
+            let shown = String::from_utf8_lossy(raw);
+            assert_eq!(bytes.len(), answer.encoded_len(), "{shown}");
+            bytes
+        })
     }
 
     /// The mapping written out plainly: a `serde_json::Value` tree, then
@@ -406,6 +416,13 @@ mod tests {
             for field in ["id_verifications", "questionnaires"] {
                 assert_maps_as_reference(&format!(r#"{{"{field}":{list}}}"#));
             }
+        }
+    }
+
+    #[test]
+    fn every_check_array_has_a_slot() {
+        for check in checks::KYC_CHECKS.iter().chain(&checks::KYB_CHECKS) {
+            assert!((check.number as usize) < CHECK_FIELDS, "{}", check.key);
         }
     }
 

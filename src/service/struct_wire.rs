@@ -20,6 +20,7 @@
 //! (the tests compare exactly that with the tree mapping).
 
 use std::borrow::Cow;
+use std::cell::Cell;
 use std::fmt;
 use std::ops::Range;
 
@@ -43,45 +44,85 @@ const STRUCT_VALUE: u8 = 0x2a;
 const LIST_VALUE: u8 = 0x32;
 /// The key an array element that is not an object is kept under.
 const WRAPPED_KEY: &str = "value";
+/// A tape left with more room than this many nodes (a huge answer) gives
+/// it back instead of keeping it for the next import.
+const KEPT_NODES: usize = 16 * 1024;
+/// The same for unescaped strings, in bytes.
+const KEPT_TEXT: usize = 64 * 1024;
+
+thread_local! {
+    /// Each worker thread's tape, reused by every import it maps: an
+    /// import allocates nothing here (a fresh tape per import was a 16 KiB
+    /// allocation between the replay records, and fragmented the heap by
+    /// about 3 MiB over 10,000 imports).
+    static SCRATCH: Cell<Scratch> = Cell::new(Scratch::default());
+}
+
+/// A tape's storage.
+#[derive(Default)]
+struct Scratch {
+    nodes: Vec<Node>,
+    /// Strings that had escapes, unescaped.
+    text: Vec<u8>,
+}
 
 /// The encoded values of some JSON, in document order, each with the
-/// lengths its bytes need. Borrows the JSON's strings.
-#[derive(Default)]
-pub(super) struct Tape<'de> {
-    nodes: Vec<Node<'de>>,
+/// lengths its bytes need; strings are ranges of the JSON (or, when they
+/// had escapes, of the tape's own text).
+pub(super) struct Tape<'a> {
+    json: &'a [u8],
+    scratch: Scratch,
 }
 
 /// One value's framing and payload; a `Struct` or `ListValue` is followed
 /// by its children.
-enum Node<'de> {
+#[derive(Clone, Copy)]
+enum Node {
     /// A `Struct` message in field `field` of the top-level message (an
     /// element of a check array), `body` bytes long.
-    Message { field: u32, body: usize },
+    Message { field: u32, body: u32 },
     /// One entry of a `Struct`'s map, `len` bytes long: the key, then the
     /// value, which is the next node.
-    Entry { len: usize, key: Cow<'de, str> },
+    Entry { len: u32, key: Text },
     /// A `Value` in field 1 (of a `ListValue`) or 2 (of a map entry).
-    Value { tag: u8, kind: Kind<'de> },
+    Value { tag: u8, kind: Kind },
 }
 
 /// A `Value`'s kind; `Struct` and `List` give their body's length.
-enum Kind<'de> {
+#[derive(Clone, Copy)]
+enum Kind {
     Null,
     Number(f64),
     Bool(bool),
-    Str(Cow<'de, str>),
-    Struct(usize),
-    List(usize),
+    Str(Text),
+    Struct(u32),
+    List(u32),
 }
 
-impl Kind<'_> {
+/// A string: `len` bytes at `at` in the JSON, or in the tape's text.
+#[derive(Clone, Copy)]
+struct Text {
+    at: u32,
+    len: u32,
+    unescaped: bool,
+}
+
+impl Text {
+    const WRAPPED: Self = Self {
+        at: 0,
+        len: WRAPPED_KEY.len() as u32,
+        unescaped: true,
+    };
+}
+
+impl Kind {
     /// The length of the `Value` message holding this kind.
-    fn value_len(&self) -> usize {
+    fn value_len(self) -> usize {
         match self {
             Kind::Null | Kind::Bool(_) => 2,
             Kind::Number(_) => 9,
-            Kind::Str(s) => delimited(s.len()),
-            Kind::Struct(body) | Kind::List(body) => delimited(*body),
+            Kind::Str(s) => delimited(s.len as usize),
+            Kind::Struct(body) | Kind::List(body) => delimited(body as usize),
         }
     }
 }
@@ -93,17 +134,22 @@ fn delimited(len: usize) -> usize {
 
 /// A map entry's length: the key (left out when empty, as prost does),
 /// then the value.
-fn entry_len(key: &str, value: usize) -> usize {
-    let key = if key.is_empty() {
-        0
-    } else {
-        delimited(key.len())
+fn entry_len(key: Text, value: usize) -> usize {
+    let key = match key.len {
+        0 => 0,
+        len => delimited(len as usize),
     };
     key + value
 }
 
+/// A length as the tape keeps it (an answer is far below 4 GiB; a larger
+/// one is refused, not cut).
+fn small<E: de::Error>(len: usize) -> Result<u32, E> {
+    u32::try_from(len).map_err(|_| E::custom("the answer is over 4 GiB"))
+}
+
 /// A check array read onto a tape: where its nodes are and the bytes its
-/// elements take as field `field`.
+/// elements take.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(super) struct Span {
     nodes: Range<usize>,
@@ -111,69 +157,79 @@ pub(super) struct Span {
     pub len: usize,
 }
 
-impl<'de> Tape<'de> {
-    /// A tape sized for a JSON text of `json_len` bytes.
-    pub fn for_json(json_len: usize) -> Self {
-        Self {
-            nodes: Vec::with_capacity(json_len / 12),
+impl<'a> Tape<'a> {
+    /// Runs `f` with an empty tape for `json`, this thread's when it is
+    /// free.
+    pub fn with<R>(json: &'a [u8], f: impl FnOnce(&mut Tape<'a>) -> R) -> R {
+        let mut scratch = SCRATCH.try_with(Cell::take).unwrap_or_default();
+        scratch.nodes.clear();
+        scratch.text.clear();
+        scratch.text.extend_from_slice(WRAPPED_KEY.as_bytes());
+        let mut tape = Tape { json, scratch };
+        let result = f(&mut tape);
+        let mut scratch = tape.scratch;
+        if scratch.nodes.capacity() > KEPT_NODES || scratch.text.capacity() > KEPT_TEXT {
+            scratch = Scratch::default();
         }
+        let _ = SCRATCH.try_with(|cell| cell.set(scratch));
+        result
     }
 
     /// Reads one JSON value as the elements of the repeated `Struct` field
     /// `field`: each object is a `Struct`, any other element is kept under
     /// `value`, and a value that is not an array has no elements.
-    pub fn read_list<A: MapAccess<'de>>(
+    pub fn read_list<'de, A: MapAccess<'de>>(
         &mut self,
         field: u32,
         map: &mut A,
     ) -> Result<Span, A::Error> {
-        let start = self.nodes.len();
+        let start = self.scratch.nodes.len();
         let len = map.next_value_seed(ListSeed { tape: self, field })?;
         Ok(Span {
-            nodes: start..self.nodes.len(),
+            nodes: start..self.scratch.nodes.len(),
             len,
         })
     }
 
     /// Writes the nodes of `span`.
     pub fn write(&self, span: &Span, buf: &mut impl BufMut) {
-        for node in &self.nodes[span.nodes.clone()] {
-            match node {
+        for node in &self.scratch.nodes[span.nodes.clone()] {
+            match *node {
                 Node::Message { field, body } => {
-                    encode_key(*field, WireType::LengthDelimited, buf);
-                    encode_varint(*body as u64, buf);
+                    encode_key(field, WireType::LengthDelimited, buf);
+                    encode_varint(u64::from(body), buf);
                 }
                 Node::Entry { len, key } => {
                     buf.put_u8(FIELD_1);
-                    encode_varint(*len as u64, buf);
-                    if !key.is_empty() {
+                    encode_varint(u64::from(len), buf);
+                    if key.len > 0 {
                         buf.put_u8(FIELD_1);
-                        encode_varint(key.len() as u64, buf);
-                        buf.put_slice(key.as_bytes());
+                        encode_varint(u64::from(key.len), buf);
+                        buf.put_slice(self.text(key));
                     }
                 }
                 Node::Value { tag, kind } => {
-                    buf.put_u8(*tag);
+                    buf.put_u8(tag);
                     encode_varint(kind.value_len() as u64, buf);
                     match kind {
                         Kind::Null => buf.put_slice(&[NULL_VALUE, 0]),
                         Kind::Number(n) => {
                             buf.put_u8(NUMBER_VALUE);
-                            buf.put_f64_le(*n);
+                            buf.put_f64_le(n);
                         }
-                        Kind::Bool(b) => buf.put_slice(&[BOOL_VALUE, u8::from(*b)]),
+                        Kind::Bool(b) => buf.put_slice(&[BOOL_VALUE, u8::from(b)]),
                         Kind::Str(s) => {
                             buf.put_u8(STRING_VALUE);
-                            encode_varint(s.len() as u64, buf);
-                            buf.put_slice(s.as_bytes());
+                            encode_varint(u64::from(s.len), buf);
+                            buf.put_slice(self.text(s));
                         }
                         Kind::Struct(body) => {
                             buf.put_u8(STRUCT_VALUE);
-                            encode_varint(*body as u64, buf);
+                            encode_varint(u64::from(body), buf);
                         }
                         Kind::List(body) => {
                             buf.put_u8(LIST_VALUE);
-                            encode_varint(*body as u64, buf);
+                            encode_varint(u64::from(body), buf);
                         }
                     }
                 }
@@ -181,35 +237,73 @@ impl<'de> Tape<'de> {
         }
     }
 
+    /// The bytes of a string the tape holds.
+    fn text(&self, text: Text) -> &[u8] {
+        let (at, len) = (text.at as usize, text.len as usize);
+        let from = if text.unescaped {
+            &self.scratch.text
+        } else {
+            self.json
+        };
+        &from[at..at + len]
+    }
+
+    /// `s` as a string of the tape: where it is in the JSON when it is a
+    /// slice of it (no escapes), else a copy in the tape's text.
+    fn string<E: de::Error>(&mut self, s: &str) -> Result<Text, E> {
+        let json = self.json.as_ptr() as usize;
+        let start = s.as_ptr() as usize;
+        let len = small(s.len())?;
+        if start >= json && start + s.len() <= json + self.json.len() {
+            return Ok(Text {
+                at: small(start - json)?,
+                len,
+                unescaped: false,
+            });
+        }
+        let at = small(self.scratch.text.len())?;
+        self.scratch.text.extend_from_slice(s.as_bytes());
+        Ok(Text {
+            at,
+            len,
+            unescaped: true,
+        })
+    }
+
+    fn push(&mut self, node: Node) -> usize {
+        self.scratch.nodes.push(node);
+        self.scratch.nodes.len() - 1
+    }
+
     /// Appends a `Value` node; returns the bytes it takes in its parent.
-    fn push_value(&mut self, tag: u8, kind: Kind<'de>) -> usize {
-        let len = delimited(kind.value_len());
-        self.nodes.push(Node::Value { tag, kind });
-        len
+    fn push_value(&mut self, tag: u8, kind: Kind) -> usize {
+        self.push(Node::Value { tag, kind });
+        delimited(kind.value_len())
     }
 
     /// Reads an object's entries (after the object's own node); returns
     /// the length of its body.
-    fn read_entries<A: MapAccess<'de>>(&mut self, mut map: A) -> Result<usize, A::Error> {
+    fn read_entries<'de, A: MapAccess<'de>>(&mut self, mut map: A) -> Result<usize, A::Error> {
         let mut body = 0;
-        while let Some(key) = map.next_key_seed(KeySeed)? {
-            let at = self.nodes.len();
-            self.nodes.push(Node::Entry { len: 0, key });
+        while let Some(key) = map.next_key_seed(TextSeed { tape: self })? {
+            let at = self.push(Node::Entry { len: 0, key });
             let value = map.next_value_seed(ValueSeed {
                 tape: self,
                 tag: ENTRY_VALUE,
             })?;
-            if let Node::Entry { len, key } = &mut self.nodes[at] {
-                *len = entry_len(key, value);
-                body += delimited(*len);
-            }
+            let len = entry_len(key, value);
+            self.scratch.nodes[at] = Node::Entry {
+                len: small(len)?,
+                key,
+            };
+            body += delimited(len);
         }
         Ok(body)
     }
 
     /// Reads an array's elements as `Value`s in a `ListValue`; returns the
     /// length of its body.
-    fn read_items<A: SeqAccess<'de>>(&mut self, mut seq: A) -> Result<usize, A::Error> {
+    fn read_items<'de, A: SeqAccess<'de>>(&mut self, mut seq: A) -> Result<usize, A::Error> {
         let mut body = 0;
         while let Some(len) = seq.next_element_seed(ValueSeed {
             tape: self,
@@ -218,6 +312,31 @@ impl<'de> Tape<'de> {
             body += len;
         }
         Ok(body)
+    }
+}
+
+/// An object key as a string of the tape.
+struct TextSeed<'t, 'a> {
+    tape: &'t mut Tape<'a>,
+}
+
+impl<'de> DeserializeSeed<'de> for TextSeed<'_, '_> {
+    type Value = Text;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Text, D::Error> {
+        deserializer.deserialize_str(self)
+    }
+}
+
+impl<'de> Visitor<'de> for TextSeed<'_, '_> {
+    type Value = Text;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a string")
+    }
+
+    fn visit_str<E: de::Error>(self, s: &str) -> Result<Text, E> {
+        self.tape.string(s)
     }
 }
 
@@ -254,12 +373,12 @@ impl<'de> Visitor<'de> for KeySeed {
 
 /// Any JSON value as a `Value` node in field `tag` of its parent; gives the
 /// bytes it takes there.
-struct ValueSeed<'t, 'de> {
-    tape: &'t mut Tape<'de>,
+struct ValueSeed<'t, 'a> {
+    tape: &'t mut Tape<'a>,
     tag: u8,
 }
 
-impl<'de> DeserializeSeed<'de> for ValueSeed<'_, 'de> {
+impl<'de> DeserializeSeed<'de> for ValueSeed<'_, '_> {
     type Value = usize;
 
     fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<usize, D::Error> {
@@ -267,7 +386,7 @@ impl<'de> DeserializeSeed<'de> for ValueSeed<'_, 'de> {
     }
 }
 
-impl<'de> Visitor<'de> for ValueSeed<'_, 'de> {
+impl<'de> Visitor<'de> for ValueSeed<'_, '_> {
     type Value = usize;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -290,18 +409,9 @@ impl<'de> Visitor<'de> for ValueSeed<'_, 'de> {
         Ok(self.tape.push_value(self.tag, Kind::Number(n)))
     }
 
-    fn visit_borrowed_str<E: de::Error>(self, s: &'de str) -> Result<usize, E> {
-        Ok(self.tape.push_value(self.tag, Kind::Str(Cow::Borrowed(s))))
-    }
-
     fn visit_str<E: de::Error>(self, s: &str) -> Result<usize, E> {
-        Ok(self
-            .tape
-            .push_value(self.tag, Kind::Str(Cow::Owned(s.to_owned()))))
-    }
-
-    fn visit_string<E: de::Error>(self, s: String) -> Result<usize, E> {
-        Ok(self.tape.push_value(self.tag, Kind::Str(Cow::Owned(s))))
+        let text = self.tape.string(s)?;
+        Ok(self.tape.push_value(self.tag, Kind::Str(text)))
     }
 
     fn visit_unit<E: de::Error>(self) -> Result<usize, E> {
@@ -313,36 +423,40 @@ impl<'de> Visitor<'de> for ValueSeed<'_, 'de> {
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<usize, A::Error> {
-        let at = self.tape.nodes.len();
-        self.tape.push_value(self.tag, Kind::List(0));
-        let body = self.tape.read_items(seq)?;
-        self.tape.nodes[at] = Node::Value {
+        let at = self.tape.push(Node::Value {
             tag: self.tag,
-            kind: Kind::List(body),
+            kind: Kind::List(0),
+        });
+        let kind = Kind::List(small(self.tape.read_items(seq)?)?);
+        self.tape.scratch.nodes[at] = Node::Value {
+            tag: self.tag,
+            kind,
         };
-        Ok(delimited(Kind::List(body).value_len()))
+        Ok(delimited(kind.value_len()))
     }
 
     fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<usize, A::Error> {
-        let at = self.tape.nodes.len();
-        self.tape.push_value(self.tag, Kind::Struct(0));
-        let body = self.tape.read_entries(map)?;
-        self.tape.nodes[at] = Node::Value {
+        let at = self.tape.push(Node::Value {
             tag: self.tag,
-            kind: Kind::Struct(body),
+            kind: Kind::Struct(0),
+        });
+        let kind = Kind::Struct(small(self.tape.read_entries(map)?)?);
+        self.tape.scratch.nodes[at] = Node::Value {
+            tag: self.tag,
+            kind,
         };
-        Ok(delimited(Kind::Struct(body).value_len()))
+        Ok(delimited(kind.value_len()))
     }
 }
 
 /// A check array: the elements of the repeated `Struct` field `field`;
 /// gives their bytes. Anything but an array has no elements.
-struct ListSeed<'t, 'de> {
-    tape: &'t mut Tape<'de>,
+struct ListSeed<'t, 'a> {
+    tape: &'t mut Tape<'a>,
     field: u32,
 }
 
-impl<'de> DeserializeSeed<'de> for ListSeed<'_, 'de> {
+impl<'de> DeserializeSeed<'de> for ListSeed<'_, '_> {
     type Value = usize;
 
     fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<usize, D::Error> {
@@ -350,7 +464,7 @@ impl<'de> DeserializeSeed<'de> for ListSeed<'_, 'de> {
     }
 }
 
-impl<'de> Visitor<'de> for ListSeed<'_, 'de> {
+impl<'de> Visitor<'de> for ListSeed<'_, '_> {
     type Value = usize;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -404,50 +518,49 @@ impl<'de> Visitor<'de> for ListSeed<'_, 'de> {
 
 /// One element of a check array as a `Struct` message in field `field`;
 /// gives its bytes.
-struct ElementSeed<'t, 'de> {
-    tape: &'t mut Tape<'de>,
+struct ElementSeed<'t, 'a> {
+    tape: &'t mut Tape<'a>,
     field: u32,
 }
 
-impl<'de> ElementSeed<'_, 'de> {
+impl ElementSeed<'_, '_> {
     /// The element is not an object: a `Struct` holding it under `value`,
     /// whose `Value` node `visit` appends.
     fn wrapped<E: de::Error>(
         self,
-        visit: impl FnOnce(ValueSeed<'_, 'de>) -> Result<usize, E>,
+        visit: impl FnOnce(ValueSeed<'_, '_>) -> Result<usize, E>,
     ) -> Result<usize, E> {
-        let at = self.tape.nodes.len();
-        self.tape.nodes.push(Node::Message {
+        let at = self.tape.push(Node::Message {
             field: self.field,
             body: 0,
         });
-        self.tape.nodes.push(Node::Entry {
-            len: 0,
-            key: Cow::Borrowed(WRAPPED_KEY),
-        });
-        let value = visit(ValueSeed {
-            tape: &mut *self.tape,
-            tag: ENTRY_VALUE,
-        })?;
-        let len = entry_len(WRAPPED_KEY, value);
-        self.tape.nodes[at + 1] = Node::Entry {
-            len,
-            key: Cow::Borrowed(WRAPPED_KEY),
+        let key = Text::WRAPPED;
+        self.tape.push(Node::Entry { len: 0, key });
+        let len = entry_len(
+            key,
+            visit(ValueSeed {
+                tape: &mut *self.tape,
+                tag: ENTRY_VALUE,
+            })?,
+        );
+        self.tape.scratch.nodes[at + 1] = Node::Entry {
+            len: small(len)?,
+            key,
         };
-        Ok(self.message(at, delimited(len)))
+        self.message(at, delimited(len))
     }
 
     /// Sets the body of the message node at `at`; gives its bytes.
-    fn message(self, at: usize, body: usize) -> usize {
-        self.tape.nodes[at] = Node::Message {
+    fn message<E: de::Error>(self, at: usize, body: usize) -> Result<usize, E> {
+        self.tape.scratch.nodes[at] = Node::Message {
             field: self.field,
-            body,
+            body: small(body)?,
         };
-        key_len(self.field) + encoded_len_varint(body as u64) + body
+        Ok(key_len(self.field) + encoded_len_varint(body as u64) + body)
     }
 }
 
-impl<'de> DeserializeSeed<'de> for ElementSeed<'_, 'de> {
+impl<'de> DeserializeSeed<'de> for ElementSeed<'_, '_> {
     type Value = usize;
 
     fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<usize, D::Error> {
@@ -455,7 +568,7 @@ impl<'de> DeserializeSeed<'de> for ElementSeed<'_, 'de> {
     }
 }
 
-impl<'de> Visitor<'de> for ElementSeed<'_, 'de> {
+impl<'de> Visitor<'de> for ElementSeed<'_, '_> {
     type Value = usize;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -463,13 +576,12 @@ impl<'de> Visitor<'de> for ElementSeed<'_, 'de> {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<usize, A::Error> {
-        let at = self.tape.nodes.len();
-        self.tape.nodes.push(Node::Message {
+        let at = self.tape.push(Node::Message {
             field: self.field,
             body: 0,
         });
         let body = self.tape.read_entries(map)?;
-        Ok(self.message(at, body))
+        self.message(at, body)
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<usize, A::Error> {
@@ -492,16 +604,8 @@ impl<'de> Visitor<'de> for ElementSeed<'_, 'de> {
         self.wrapped(|value| value.visit_f64(n))
     }
 
-    fn visit_borrowed_str<E: de::Error>(self, s: &'de str) -> Result<usize, E> {
-        self.wrapped(|value| value.visit_borrowed_str(s))
-    }
-
     fn visit_str<E: de::Error>(self, s: &str) -> Result<usize, E> {
         self.wrapped(|value| value.visit_str(s))
-    }
-
-    fn visit_string<E: de::Error>(self, s: String) -> Result<usize, E> {
-        self.wrapped(|value| value.visit_string(s))
     }
 
     fn visit_unit<E: de::Error>(self) -> Result<usize, E> {
