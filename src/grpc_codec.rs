@@ -14,7 +14,7 @@ use tonic_prost::{ProstCodec, ProstDecoder, ProstEncoder};
 /// The first size of a response's encode buffer.
 const ENCODE_BUFFER: usize = 512;
 /// tonic's default: encoded bytes after which a stream yields to the runtime.
-const YIELD_THRESHOLD: usize = 32 * 1024;
+pub const YIELD_THRESHOLD: usize = 32 * 1024;
 
 /// prost's codec with a [`ENCODE_BUFFER`]-byte first encode buffer.
 #[derive(Debug, Clone)]
