@@ -93,11 +93,14 @@ pub fn median_f64(mut values: Vec<f64>) -> f64 {
     values.get(values.len() / 2).copied().unwrap_or_default()
 }
 
-/// VmRSS and VmHWM of a process, in bytes.
+/// VmRSS and VmHWM of a process, in bytes, and VmRSS's two parts:
+/// anonymous (heap, stacks) and file-backed (the executable's pages).
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Rss {
     pub rss: u64,
     pub hwm: u64,
+    pub anon: u64,
+    pub file: u64,
 }
 
 /// Reads `/proc/<pid>/status` (`pid` = "self" for this process).
@@ -119,6 +122,8 @@ pub fn rss(pid: &str) -> Rss {
     Rss {
         rss: field("VmRSS:"),
         hwm: field("VmHWM:"),
+        anon: field("RssAnon:"),
+        file: field("RssFile:"),
     }
 }
 

@@ -78,29 +78,33 @@ pub async fn run(out: &mut String, results: &mut Results, plan: &Plan, env: &Env
     );
     let _ = writeln!(
         out,
-        "| moment, in order | VmRSS | VmHWM (peak so far) |\n| --- | ---: | ---: |"
+        "| moment, in order | VmRSS | of which anonymous / file-backed | VmHWM (peak so far) |\n| --- | ---: | ---: | ---: |"
     );
+    let parts = |r: measure::Rss| format!("{} / {}", mib(r.anon), mib(r.file));
     let _ = writeln!(
         out,
-        "| idle, connected | {} | {} |",
+        "| idle, connected | {} | {} | {} |",
         mib(idle.rss),
+        parts(idle),
         mib(idle.hwm)
     );
     let row = |out: &mut String, n: usize, after: measure::Rss, (stored, evicted): (u64, u64)| {
         let _ = writeln!(
             out,
-            "| after {n} distinct imports in all, default 64 MiB store bound ({stored} stored, {evicted} evicted for size) | {} | {} |",
+            "| after {n} distinct imports in all, default 64 MiB store bound ({stored} stored, {evicted} evicted for size) | {} | {} | {} |",
             mib(after.rss),
+            parts(after),
             mib(after.hwm)
         );
     };
     let load_row = |out: &mut String, load: &WatchedLoad| {
         let _ = writeln!(
             out,
-            "| replay load, 256 in flight, {:.0} calls/s ({} failed) | {} (peak sampled) | {} |",
+            "| replay load, 256 in flight, {:.0} calls/s ({} failed) | {} (peak sampled) | {} (after) | {} |",
             load.load.per_second(),
             load.load.errors,
             mib(load.peak_rss),
+            parts(load.after),
             mib(load.after.hwm)
         );
     };
@@ -109,7 +113,7 @@ pub async fn run(out: &mut String, results: &mut Results, plan: &Plan, env: &Env
     row(out, 2 * plan.distinct, second_rss, second_store);
     let _ = writeln!(
         out,
-        "| then: of the last {probe} imports, {} still replay | | |",
+        "| then: of the last {probe} imports, {} still replay | | | |",
         replayable.len()
     );
     match &second_load {
@@ -117,11 +121,17 @@ pub async fn run(out: &mut String, results: &mut Results, plan: &Plan, env: &Env
         None => {
             let _ = writeln!(
                 out,
-                "| second replay load: skipped, nothing replayable | | |"
+                "| second replay load: skipped, nothing replayable | | | |"
             );
         }
     }
-    let _ = writeln!(out, "| end | {} | {} |", mib(end.rss), mib(end.hwm));
+    let _ = writeln!(
+        out,
+        "| end | {} | {} | {} |",
+        mib(end.rss),
+        parts(end),
+        mib(end.hwm)
+    );
     let in_mib = |bytes: u64| bytes as f64 / (1024.0 * 1024.0);
     results.record("memory.idle.rss", in_mib(idle.rss), "MiB", Better::Lower);
     results.record(
@@ -131,6 +141,7 @@ pub async fn run(out: &mut String, results: &mut Results, plan: &Plan, env: &Env
         Better::Lower,
     );
     results.record("memory.end.hwm", in_mib(end.hwm), "MiB", Better::Lower);
+    results.record("memory.end.anon", in_mib(end.anon), "MiB", Better::Lower);
     let _ = writeln!(
         out,
         "\nGoal: peak (VmHWM at the end) at most 80 MiB with the 64 MiB store full: {}.\n",

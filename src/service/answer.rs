@@ -28,10 +28,12 @@ use crate::session::ImportedSession;
 
 /// `ImportSharedSessionResponse.raw_json`'s field number (proto/).
 const RAW_JSON_FIELD: u32 = 30;
-/// `ImportSharedSessionResponse.replayed`'s field number (proto/).
-const REPLAYED_FIELD: u32 = 31;
-/// `ImportSharedSessionResponse.recovered`'s field number (proto/).
-const RECOVERED_FIELD: u32 = 32;
+/// `replayed = true` (`ImportSharedSessionResponse.replayed`, proto/): field 31 as a varint key (0xf8 0x01), then 1.
+const REPLAYED: [u8; 3] = [0xf8, 0x01, 0x01];
+/// `recovered = true` (`ImportSharedSessionResponse.recovered`): field 32 as a varint key (0x80 0x02), then 1.
+const RECOVERED: [u8; 3] = [0x80, 0x02, 0x01];
+/// Both, in field-number order.
+const REPLAYED_AND_RECOVERED: [u8; 6] = [0xf8, 0x01, 0x01, 0x80, 0x02, 0x01];
 
 /// An import answer ready for the wire: the encoded response a replay
 /// record keeps,
@@ -59,26 +61,28 @@ impl EncodedAnswer {
 
     /// Bytes on the wire.
     pub fn encoded_len(&self) -> usize {
-        let flag = |field, set| {
-            if set {
-                prost::encoding::bool::encoded_len(field, &true)
-            } else {
-                0
-            }
-        };
-        self.bytes.len()
-            + flag(REPLAYED_FIELD, self.replayed)
-            + flag(RECOVERED_FIELD, self.recovered)
+        self.bytes.len() + self.flags().len()
     }
 
     /// Writes the message: the stored bytes, then the flags that are set.
     pub fn write(&self, buf: &mut impl BufMut) {
         buf.put_slice(&self.bytes);
-        if self.replayed {
-            prost::encoding::bool::encode(REPLAYED_FIELD, &true, buf);
-        }
-        if self.recovered {
-            prost::encoding::bool::encode(RECOVERED_FIELD, &true, buf);
+        buf.put_slice(self.flags());
+    }
+
+    /// The stored bytes (shared, not copied).
+    pub fn stored(&self) -> Bytes {
+        self.bytes.clone()
+    }
+
+    /// The encoded `replayed = true` and `recovered = true` fields that
+    /// are set, in that order (what follows the stored bytes).
+    pub fn flags(&self) -> &'static [u8] {
+        match (self.replayed, self.recovered) {
+            (false, false) => &[],
+            (true, false) => &REPLAYED[..],
+            (false, true) => &RECOVERED[..],
+            (true, true) => &REPLAYED_AND_RECOVERED,
         }
     }
 
@@ -252,6 +256,11 @@ mod tests {
     use super::*;
     use crate::session::SessionKind;
 
+    /// `ImportSharedSessionResponse.replayed`'s field number (proto/).
+    const REPLAYED_FIELD: u32 = 31;
+    /// `ImportSharedSessionResponse.recovered`'s field number (proto/).
+    const RECOVERED_FIELD: u32 = 32;
+
     fn session(raw: &[u8]) -> ImportedSession {
         ImportedSession {
             raw: Bytes::copy_from_slice(raw),
@@ -346,6 +355,20 @@ mod tests {
             // module doc of `struct_wire` for the other case).
             assert_eq!(bytes, expected.encode_to_vec(), "{replayed} {recovered}");
         }
+    }
+
+    #[test]
+    fn the_flag_bytes_are_prosts() {
+        let mut replayed = Vec::new();
+        prost::encoding::bool::encode(REPLAYED_FIELD, &true, &mut replayed);
+        let mut recovered = Vec::new();
+        prost::encoding::bool::encode(RECOVERED_FIELD, &true, &mut recovered);
+        assert_eq!(REPLAYED[..], replayed[..]);
+        assert_eq!(RECOVERED[..], recovered[..]);
+        assert_eq!(
+            REPLAYED_AND_RECOVERED[..],
+            [replayed, recovered].concat()[..]
+        );
     }
 
     #[test]
