@@ -75,7 +75,7 @@ use didit_sandbox::Sandbox;
 use didit_share_gateway::proto::ImportSharedSessionResponse;
 use prost::Message as _;
 
-use child::CHILD_ENV;
+use child::{CHILD_ENV, PROXY_CHILD_ENV};
 
 /// mimalloc when the `mimalloc` feature is on (the gateway binary's
 /// default), so that the gateway measured here, in this process and in the
@@ -203,6 +203,9 @@ impl Args {
 fn main() {
     if let Ok(upstream) = std::env::var(CHILD_ENV) {
         return child::serve(upstream);
+    }
+    if let Ok(upstream) = std::env::var(PROXY_CHILD_ENV) {
+        return child::serve_bare_proxy(upstream);
     }
     if std::env::var_os(events::EVENTS_CHILD_ENV).is_some() {
         return events::serve_child();

@@ -58,7 +58,7 @@ impl EdgeCall {
         let tenant = settings
             .tenants
             .resolve(tenant_header(headers))
-            .map_or_else(|_| "unknown".to_owned(), |t| t.id.clone());
+            .map_or_else(|_| "unknown".to_owned(), |t| t.id.to_string());
         Some(Self {
             request_id,
             tenant,

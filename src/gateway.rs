@@ -125,7 +125,7 @@ impl Gateway {
         request: ImportRequest,
         ctx: CallContext,
     ) -> Result<ImportOutcome, GatewayError> {
-        let id = import_id(&tenant.id, &request.share_token);
+        let id = import_id(Arc::clone(&tenant.id), &request.share_token);
         if let Some(stored) = flow::read_record(&self.core, &id).await? {
             return self.answer(&request, flow::replayed(stored));
         }

@@ -302,7 +302,7 @@ async fn set_health(reporter: &HealthReporter, status: ServingStatus) {
 fn tenant_labeler(state: &Arc<AppState>) -> crate::limits::TenantLabeler {
     let state = Arc::clone(state);
     Arc::new(move |id| match state.settings().tenants.resolve(id) {
-        Ok(tenant) => tenant.id.clone(),
+        Ok(tenant) => tenant.id.to_string(),
         Err(_) => "unknown".to_owned(),
     })
 }

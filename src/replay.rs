@@ -19,6 +19,7 @@
 //! [`StateStore`]: crate::state::StateStore
 
 use std::borrow::Cow;
+use std::sync::Arc;
 
 use bytes::{BufMut as _, Bytes, BytesMut};
 use serde::{Deserialize, Serialize};
@@ -32,7 +33,7 @@ use crate::state::ImportId;
 const VERSION: u8 = 2;
 
 /// The store's id of `token` imported by `tenant`.
-pub fn import_id(tenant: &str, token: &ShareToken) -> ImportId {
+pub fn import_id(tenant: impl Into<Arc<str>>, token: &ShareToken) -> ImportId {
     ImportId::new(tenant, Sha256::digest(token.expose().as_bytes()).into())
 }
 

@@ -22,7 +22,7 @@ pub fn spawn_key_watcher(state: &Arc<AppState>, interval: Duration) -> tokio::ta
             .metrics
             .key_reload_failures
             .get_or_create(&TenantLabels {
-                tenant: tenant.id.clone(),
+                tenant: tenant.id.to_string(),
             });
     }
     let state = Arc::downgrade(state);
@@ -69,7 +69,7 @@ pub async fn reload_key(tenant: &Tenant, metrics: &Metrics) -> bool {
             metrics
                 .key_reload_failures
                 .get_or_create(&TenantLabels {
-                    tenant: tenant.id.clone(),
+                    tenant: tenant.id.to_string(),
                 })
                 .inc();
             if !tenant.key_reload_failing.swap(true, Ordering::Relaxed) {

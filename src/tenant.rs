@@ -59,8 +59,10 @@ impl std::fmt::Debug for ApiKey {
 /// One tenant: a Didit application and the key the gateway uses for it.
 #[derive(Debug)]
 pub struct Tenant {
-    /// What callers send in `x-tenant-id`; also the metrics label.
-    pub id: String,
+    /// What callers send in `x-tenant-id`; also the metrics label. Shared
+    /// by the replay store's keys (one allocation per tenant, not per
+    /// stored import).
+    pub id: Arc<str>,
     /// The Didit application the key belongs to.
     pub application_id: Uuid,
     /// The current key; replaced in place when the key file changes.
@@ -92,7 +94,7 @@ impl Tenant {
         rate_limit_per_minute: u32,
     ) -> Self {
         Self {
-            id,
+            id: id.into(),
             application_id,
             key: ArcSwap::from_pointee(key),
             allowed_callers,
@@ -174,7 +176,7 @@ impl Tenants {
         Self {
             by_id: tenants
                 .into_iter()
-                .map(|t| (t.id.clone(), Arc::new(t)))
+                .map(|t| (t.id.to_string(), Arc::new(t)))
                 .collect(),
         }
     }

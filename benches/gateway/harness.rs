@@ -102,7 +102,51 @@ impl ImportService for Echo {
     }
 }
 
-/// A running echo server.
+/// The least a gRPC front to Didit's REST import can do: one reqwest
+/// `POST` per call with the caller's token, the body answered as
+/// `raw_json` (no tenant, auth, state, budget or mapping). Its CPU per call
+/// is the floor of section 5.
+struct BareProxy {
+    http: reqwest::Client,
+    url: String,
+}
+
+#[tonic::async_trait]
+impl ImportService for BareProxy {
+    async fn import_shared_session(
+        &self,
+        request: Request<ImportSharedSessionRequest>,
+    ) -> Result<Response<ImportSharedSessionResponse>, Status> {
+        let request = request.into_inner();
+        let answer = self
+            .http
+            .post(&self.url)
+            .header("x-api-key", IMPORTER_KEY)
+            .json(&serde_json::json!({
+                "share_token": request.share_token,
+                "workflow_id": request.workflow_id,
+                "vendor_data": request.vendor_data,
+                "trust_review": request.trust_review,
+            }))
+            .send()
+            .await
+            .map_err(|e| Status::unavailable(e.to_string()))?;
+        let status = answer.status();
+        let body = answer
+            .bytes()
+            .await
+            .map_err(|e| Status::unavailable(e.to_string()))?;
+        if !status.is_success() {
+            return Err(Status::failed_precondition(format!("upstream {status}")));
+        }
+        Ok(Response::new(ImportSharedSessionResponse {
+            raw_json: body.to_vec(),
+            ..Default::default()
+        }))
+    }
+}
+
+/// A running echo server (or bare proxy).
 pub struct EchoHandle {
     pub addr: SocketAddr,
     stop: oneshot::Sender<()>,
@@ -116,11 +160,25 @@ impl EchoHandle {
     /// Nagle's algorithm on (`Server::tcp_nodelay` does not apply to
     /// `serve_with_incoming*`): the cost of forgetting TCP_NODELAY.
     pub async fn start(response: ImportSharedSessionResponse, nodelay: bool) -> Self {
+        Self::serve(Echo { response }, nodelay).await
+    }
+
+    /// Serves the [`BareProxy`] to the sandbox at `upstream`.
+    pub async fn bare_proxy(upstream: &str) -> Self {
+        didit_share_gateway::install_crypto_provider();
+        let proxy = BareProxy {
+            http: reqwest::Client::new(),
+            url: direct_import_url(upstream),
+        };
+        Self::serve(proxy, true).await
+    }
+
+    async fn serve(handler: impl ImportService, nodelay: bool) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind echo");
         let addr = listener.local_addr().expect("echo address");
         let (stop, stopped) = oneshot::channel::<()>();
-        let service = ImportServiceServer::new(Echo { response })
-            .max_encoding_message_size(MAX_MESSAGE_BYTES);
+        let service =
+            ImportServiceServer::new(handler).max_encoding_message_size(MAX_MESSAGE_BYTES);
         let task = tokio::spawn(
             Server::builder()
                 .tcp_nodelay(true)

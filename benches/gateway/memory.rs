@@ -72,6 +72,12 @@ pub async fn run(out: &mut String, results: &mut Results, plan: &Plan, env: &Env
     let end = rss(&pid);
     child.stop();
 
+    // 5's floor: the same batch through the bare proxy, alone in its child.
+    let proxy = GatewayChild::spawn_bare_proxy(&env.base);
+    let proxy_clients: Clients = Arc::new(harness::connect_many(proxy.grpc_addr, 4).await);
+    let floor = import_batch(env, &proxy_clients, &proxy.pid, plan.distinct).await;
+    proxy.stop();
+
     let _ = writeln!(
         out,
         "### 4. Memory of the gateway alone (child process; sandbox and load generator in the parent)\n"
@@ -148,7 +154,7 @@ pub async fn run(out: &mut String, results: &mut Results, plan: &Plan, env: &Env
         verdict(end.hwm <= 80 * 1024 * 1024)
     );
 
-    cpu::report(out, results, plan, &first, &second);
+    cpu::report(out, results, plan, [&first, &second], &floor);
 }
 
 /// A replay load on the child with its memory sampled every 50 ms.

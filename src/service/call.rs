@@ -133,7 +133,7 @@ where
         .resolve(metadata.get(TENANT_HEADER).and_then(|v| v.to_str().ok()));
     // Only configured ids become labels: cardinality stays bounded.
     let tenant_label = match &tenant {
-        Ok(tenant) => tenant.id.clone(),
+        Ok(tenant) => tenant.id.to_string(),
         Err(_) => "unknown".to_owned(),
     };
     let caller = settings
@@ -185,7 +185,7 @@ where
             deadline,
             caller_deadline: deadline,
             budget: tenant.budget().map(|budget| TenantBudget {
-                tenant: Arc::from(tenant.id.as_str()),
+                tenant: Arc::clone(&tenant.id),
                 budget,
             }),
             request_id: request_id.clone(),
@@ -241,11 +241,11 @@ fn authorize(
         Ok(Some(identity)) if caller_allowed(&tenant.allowed_callers, &identity) => Ok(()),
         Ok(Some(identity)) => Err(GatewayError::CallerNotAllowed {
             caller: identity,
-            tenant: tenant.id.clone(),
+            tenant: tenant.id.to_string(),
         }),
         Err(err) => Err(GatewayError::CallerNotAllowed {
             caller: format!("<{err}>"),
-            tenant: tenant.id.clone(),
+            tenant: tenant.id.to_string(),
         }),
     }
 }

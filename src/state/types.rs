@@ -18,10 +18,11 @@ pub struct ImportId {
 }
 
 impl ImportId {
-    /// The import of the token hashing to `token_sha256` by `tenant`.
-    pub fn new(tenant: &str, token_sha256: [u8; 32]) -> Self {
+    /// The import of the token hashing to `token_sha256` by `tenant`
+    /// (pass the tenant's shared id to keep one copy of it).
+    pub fn new(tenant: impl Into<Arc<str>>, token_sha256: [u8; 32]) -> Self {
         Self {
-            tenant: Arc::from(tenant),
+            tenant: tenant.into(),
             token_sha256,
         }
     }
