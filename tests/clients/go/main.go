@@ -36,6 +36,7 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 )
 
 const (
@@ -358,7 +359,21 @@ func main() {
 			}
 			vd := lang + "-" + k.name + "-trusted"
 			resp, err := c.importSession("service-y", token, y.Workflows[k.kind], vd, true)
-			return checkImport(resp, err, orig, vd, k.protoKind, sharev1.SessionStatus_SESSION_STATUS_APPROVED, k.rawTrusted)
+			if err := checkImport(resp, err, orig, vd, k.protoKind, sharev1.SessionStatus_SESSION_STATUS_APPROVED, k.rawTrusted); err != nil {
+				return err
+			}
+			// The retry is replayed: the same message with replayed = true
+			// (the gateway sends the stored bytes and appends the flag).
+			again, err := c.importSession("service-y", token, y.Workflows[k.kind], vd, true)
+			if err != nil {
+				return fmt.Errorf("retry: %v", err)
+			}
+			want := proto.Clone(resp).(*sharev1.ImportSharedSessionResponse)
+			want.Replayed = true
+			if !proto.Equal(again, want) {
+				return fmt.Errorf("the retry is not the first answer with replayed=true (replayed=%v)", again.Replayed)
+			}
+			return nil
 		})
 		r.check(k.name+"_import_trust_review_false", func() error {
 			share, err := c.shareSession("service-x", orig, y.ApplicationID)

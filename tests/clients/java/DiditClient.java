@@ -304,8 +304,13 @@ public final class DiditClient {
       check(name + "_import_trust_review_true", () -> {
         require(token[0] != null, "no token from the share check");
         String vd = LANG + "-" + name + "-trusted";
-        checkImport(c.importSession("service-y", token[0], workflow, vd, true),
-            orig, vd, protoKind, SessionStatus.SESSION_STATUS_APPROVED, (String) k[4]);
+        ImportSharedSessionResponse first = c.importSession("service-y", token[0], workflow, vd, true);
+        checkImport(first, orig, vd, protoKind, SessionStatus.SESSION_STATUS_APPROVED, (String) k[4]);
+        // The retry is replayed: the same message with replayed = true
+        // (the gateway sends the stored bytes and appends the flag).
+        ImportSharedSessionResponse again = c.importSession("service-y", token[0], workflow, vd, true);
+        require(again.equals(first.toBuilder().setReplayed(true).build()),
+            "the retry is not the first answer with replayed=true (replayed=" + again.getReplayed() + ")");
       });
       check(name + "_import_trust_review_false", () -> {
         String fresh = c.shareSession("service-x", orig, yApp).getShareToken();
