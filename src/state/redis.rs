@@ -179,9 +179,7 @@ impl RedisStore {
                 redis::cmd("GET").arg(&key).query_async(&mut conn),
             )
             .await?;
-        sealed
-            .map(|s| self.inner.sealer.open(&key, &s).map(Bytes::from))
-            .transpose()
+        sealed.map(|s| self.inner.sealer.open(&key, s)).transpose()
     }
 
     /// Stores a sealed record for `ttl`, clears the in-doubt mark and
@@ -298,9 +296,7 @@ impl RedisStore {
                     )
                     .await?;
                 Ok(match (record, lease) {
-                    (Some(sealed), _) => {
-                        Probe::Record(Bytes::from(inner.sealer.open(&record_key, &sealed)?))
-                    }
+                    (Some(sealed), _) => Probe::Record(inner.sealer.open(&record_key, sealed)?),
                     (None, Some(_)) => Probe::Leased,
                     (None, None) => Probe::Free,
                 })
@@ -342,7 +338,7 @@ impl RedisStore {
             )
             .await?;
         sealed
-            .map(|s| InDoubt::decode(&self.inner.sealer.open(&key, &s)?))
+            .map(|s| InDoubt::decode(&self.inner.sealer.open(&key, s)?))
             .transpose()
     }
 
@@ -386,16 +382,14 @@ impl RedisStore {
             .run("begin import", call.invoke_async(&mut conn))
             .await?;
         match (found, value) {
-            (0, Some(sealed)) => Ok(Begin::Record(Bytes::from(
-                self.inner.sealer.open(&record_key, &sealed)?,
-            ))),
+            (0, Some(sealed)) => Ok(Begin::Record(self.inner.sealer.open(&record_key, sealed)?)),
             (1, _) => Ok(Begin::Busy),
             (2, None) => Ok(Begin::Leading(Previous::Absent)),
             (2, Some(sealed)) => Ok(Begin::Leading(
                 match self
                     .inner
                     .sealer
-                    .open(&mark_key, &sealed)
+                    .open(&mark_key, sealed)
                     .and_then(|plain| InDoubt::decode(&plain))
                 {
                     Ok(previous) => Previous::Mark(previous),

@@ -6,8 +6,9 @@
 //! Layout of a sealed value: one version byte (1), the 12-byte nonce, then
 //! the ciphertext with its 16-byte tag.
 
-use aes_gcm::aead::{Aead, KeyInit, Payload};
-use aes_gcm::{Aes256Gcm, Nonce};
+use aes_gcm::aead::{Aead, AeadInOut, KeyInit, Payload};
+use aes_gcm::{Aes256Gcm, Nonce, Tag};
+use bytes::Bytes;
 use rand::RngCore as _;
 use zeroize::Zeroizing;
 
@@ -15,6 +16,7 @@ use super::StateError;
 
 const VERSION: u8 = 1;
 const NONCE_LEN: usize = 12;
+const TAG_LEN: usize = 16;
 
 /// A 256-bit key; never shown by `Debug`.
 #[derive(Clone)]
@@ -77,29 +79,32 @@ impl Sealer {
         Ok(out)
     }
 
-    /// Decrypts a value read from the key `name`; fails if it was sealed
-    /// with another key, for another name, or altered.
-    pub fn open(&self, name: &str, sealed: &[u8]) -> Result<Vec<u8>, StateError> {
+    /// Decrypts a value read from the key `name` where it lies (the
+    /// plaintext is a slice of `sealed`'s own buffer, not a copy); fails if
+    /// it was sealed with another key, for another name, or altered.
+    pub fn open(&self, name: &str, mut sealed: Vec<u8>) -> Result<Bytes, StateError> {
         let corrupt = || {
             StateError::Corrupt(
                 "a stored value does not open with this encryption key for this key name".into(),
             )
         };
-        let (&version, rest) = sealed.split_first().ok_or_else(corrupt)?;
-        if version != VERSION || rest.len() < NONCE_LEN {
+        if sealed.first() != Some(&VERSION) || sealed.len() < 1 + NONCE_LEN + TAG_LEN {
             return Err(corrupt());
         }
-        let (nonce, ciphertext) = rest.split_at(NONCE_LEN);
-        let nonce: [u8; NONCE_LEN] = nonce.try_into().map_err(|_| corrupt())?;
+        let (head, rest) = sealed.split_at_mut(1 + NONCE_LEN);
+        let (ciphertext, tag) = rest.split_at_mut(rest.len() - TAG_LEN);
+        let nonce: [u8; NONCE_LEN] = head[1..].try_into().map_err(|_| corrupt())?;
+        let tag: [u8; TAG_LEN] = (&*tag).try_into().map_err(|_| corrupt())?;
         self.cipher
-            .decrypt(
+            .decrypt_inout_detached(
                 &Nonce::from(nonce),
-                Payload {
-                    msg: ciphertext,
-                    aad: name.as_bytes(),
-                },
+                name.as_bytes(),
+                ciphertext.into(),
+                &Tag::from(tag),
             )
-            .map_err(|_| corrupt())
+            .map_err(|_| corrupt())?;
+        let end = sealed.len() - TAG_LEN;
+        Ok(Bytes::from(sealed).slice(1 + NONCE_LEN..end))
     }
 }
 
@@ -114,20 +119,31 @@ mod tests {
         let sealed = sealer.seal("dsg:record:{t:ab}", b"Jane Doe").unwrap();
         assert!(!sealed.windows(8).any(|w| w == b"Jane Doe"));
         assert_eq!(
-            sealer.open("dsg:record:{t:ab}", &sealed).unwrap(),
-            b"Jane Doe"
+            sealer.open("dsg:record:{t:ab}", sealed.clone()).unwrap(),
+            &b"Jane Doe"[..]
         );
-        assert!(sealer.open("dsg:record:{t:cd}", &sealed).is_err());
+        assert!(sealer.open("dsg:record:{t:cd}", sealed.clone()).is_err());
         assert!(
             Sealer::new(&EncryptionKey::random())
-                .open("dsg:record:{t:ab}", &sealed)
+                .open("dsg:record:{t:ab}", sealed.clone())
                 .is_err()
         );
-        let mut altered = sealed.clone();
-        let last = altered.len() - 1;
-        altered[last] ^= 1;
-        assert!(sealer.open("dsg:record:{t:ab}", &altered).is_err());
-        assert!(sealer.open("dsg:record:{t:ab}", &sealed[..5]).is_err());
+        // A flipped bit anywhere: version, nonce, ciphertext or tag.
+        for at in [0, 1, 13, sealed.len() - 17, sealed.len() - 1] {
+            let mut altered = sealed.clone();
+            altered[at] ^= 1;
+            assert!(sealer.open("dsg:record:{t:ab}", altered).is_err(), "{at}");
+        }
+        for cut in 0..sealed.len() {
+            assert!(
+                sealer
+                    .open("dsg:record:{t:ab}", sealed[..cut].to_vec())
+                    .is_err()
+            );
+        }
+        // Empty plaintext: the shortest value that opens.
+        let empty = sealer.seal("k", b"").unwrap();
+        assert_eq!(sealer.open("k", empty).unwrap(), Bytes::new());
         // A fresh nonce each time.
         assert_ne!(
             sealed,

@@ -333,7 +333,7 @@ impl RedisEventLog {
             let id: EventId = id
                 .parse()
                 .map_err(|_| EventLogError::Unavailable("XRANGE answered a bad id".into()))?;
-            out.push(self.decode(&key, id, &fields));
+            out.push(self.decode(&key, id, fields));
         }
         Ok(out.into_iter().flatten().collect())
     }
@@ -341,20 +341,18 @@ impl RedisEventLog {
     /// The event stored under `id` in the stream `key` (its `body` field,
     /// opened when sealed); `None`, with a warning, when it does not open
     /// or parse.
-    fn decode(&self, key: &str, id: EventId, fields: &[Vec<u8>]) -> Option<Arc<StoredEvent>> {
-        let body = fields
-            .chunks(2)
-            .find(|kv| kv[0] == b"body")
-            .and_then(|kv| kv.get(1))?;
+    fn decode(&self, key: &str, id: EventId, mut fields: Vec<Vec<u8>>) -> Option<Arc<StoredEvent>> {
+        let at = fields.chunks(2).position(|kv| kv[0] == b"body")?;
+        let body = fields.get_mut(2 * at + 1).map(std::mem::take)?;
         let body = match &self.sealer {
             Some(sealer) => match sealer.open(key, body) {
-                Ok(plain) => Bytes::from(plain),
+                Ok(plain) => plain,
                 Err(_) => {
                     tracing::warn!(event_id = %id, "skipping a stored event that does not open with the state's encryption key");
                     return None;
                 }
             },
-            None => Bytes::copy_from_slice(body),
+            None => Bytes::from(body),
         };
         let Ok(event) = WebhookEvent::parse(body) else {
             tracing::warn!(event_id = %id, "skipping a stored event that does not parse");

@@ -122,7 +122,7 @@ async fn follow(
                 return fail(EventLogError::Unavailable("XREAD answered a bad id".into()));
             };
             last = id;
-            if let Some(event) = log.decode(&key, id, &fields) {
+            if let Some(event) = log.decode(&key, id, fields) {
                 // No subscriber right now is not an error: the last one
                 // may be leaving, and the Drop stops this task.
                 let _ = sender.send(FeedItem::Event(event));
