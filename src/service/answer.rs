@@ -36,9 +36,8 @@ const RECOVERED: [u8; 3] = [0x80, 0x02, 0x01];
 const REPLAYED_AND_RECOVERED: [u8; 6] = [0xf8, 0x01, 0x01, 0x80, 0x02, 0x01];
 
 /// An import answer ready for the wire: the encoded response a replay
-/// record keeps,
-/// and the two flags this call adds. Debug shows sizes only (the bytes are
-/// personal data).
+/// record keeps, and the two flags this call adds. Debug shows sizes only
+/// (the bytes are personal data).
 #[derive(Clone, PartialEq, Eq)]
 pub struct EncodedAnswer {
     /// The encoded response without `replayed` and `recovered`.
@@ -64,12 +63,6 @@ impl EncodedAnswer {
         self.bytes.len() + self.flags().len()
     }
 
-    /// Writes the message: the stored bytes, then the flags that are set.
-    pub fn write(&self, buf: &mut impl BufMut) {
-        buf.put_slice(&self.bytes);
-        buf.put_slice(self.flags());
-    }
-
     /// The stored bytes (shared, not copied).
     pub fn stored(&self) -> Bytes {
         self.bytes.clone()
@@ -86,11 +79,10 @@ impl EncodedAnswer {
         }
     }
 
-    /// The whole message as one buffer (tests, tools).
+    /// The whole message as one buffer, as [`Self::stored`] then
+    /// [`Self::flags`] go on the wire (tests, tools).
     pub fn to_vec(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(self.encoded_len());
-        self.write(&mut out);
-        out
+        [&self.bytes[..], self.flags()].concat()
     }
 }
 

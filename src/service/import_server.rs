@@ -203,22 +203,11 @@ struct AnswerBody {
 impl AnswerBody {
     fn new(answer: &EncodedAnswer, limit: Option<usize>) -> Self {
         let len = answer.encoded_len();
-        let over = limit.filter(|limit| len > *limit);
-        let prefix_len = u32::try_from(len).ok().filter(|_| over.is_none());
-        let Some(prefix_len) = prefix_len else {
-            // tonic's own words for it, which message_limits recognises.
-            let status = Status::out_of_range(format!(
-                "Error, encoded message length too large: found {len} bytes, the limit is: {} bytes",
-                over.unwrap_or(u32::MAX as usize)
-            ));
-            let mut trailers = http::HeaderMap::new();
-            // Only a status whose message cannot be a header fails here,
-            // and this one's can.
-            let _ = status.add_header(&mut trailers);
-            return Self {
-                data: [Bytes::new(), Bytes::new(), Bytes::new()].into_iter(),
-                trailers: Some(trailers),
-            };
+        // The prefix holds a u32, so that is a limit too.
+        let limit = limit.map_or(u32::MAX as usize, |limit| limit.min(u32::MAX as usize));
+        let prefix_len = match u32::try_from(len) {
+            Ok(prefix_len) if len <= limit => prefix_len,
+            _ => return Self::too_large(len, limit),
         };
         let mut prefix = [0u8; 5];
         prefix[1..].copy_from_slice(&prefix_len.to_be_bytes());
@@ -234,6 +223,23 @@ impl AnswerBody {
                 Bytes::from_static(answer.flags()),
             ]
             .into_iter(),
+            trailers: Some(trailers),
+        }
+    }
+
+    /// No data, and in the trailers the error tonic's encoder gives an
+    /// answer over the limit, in its words (what the generated server
+    /// would answer).
+    fn too_large(len: usize, limit: usize) -> Self {
+        let status = Status::out_of_range(format!(
+            "Error, encoded message length too large: found {len} bytes, the limit is: {limit} bytes"
+        ));
+        let mut trailers = http::HeaderMap::new();
+        // Only a status whose message cannot be a header fails here, and
+        // this one's can.
+        let _ = status.add_header(&mut trailers);
+        Self {
+            data: [Bytes::new(), Bytes::new(), Bytes::new()].into_iter(),
             trailers: Some(trailers),
         }
     }

@@ -108,6 +108,7 @@ struct Text {
 }
 
 impl Text {
+    /// [`WRAPPED_KEY`], which every tape's text starts with ([`Tape::with`]).
     const WRAPPED: Self = Self {
         at: 0,
         len: WRAPPED_KEY.len() as u32,
